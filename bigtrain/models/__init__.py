@@ -15,3 +15,19 @@ FAMILIES: dict[str, str] = {
 }
 """Family name -> package. Each package exports MODULES (LightningModule classes) and CONFIGS
 (config class -> its PRESETS table)."""
+
+
+def load(family: str):  # noqa: ANN201
+    """Import a family's package (its MODULES and CONFIGS)."""
+    import importlib
+
+    from bigtrain.errors import unknown
+
+    if family not in FAMILIES:
+        raise unknown("model family", family, FAMILIES)
+    return importlib.import_module(FAMILIES[family])
+
+
+def load_all() -> dict:
+    """Import every family; name -> package."""
+    return {name: load(name) for name in FAMILIES}

@@ -1,0 +1,86 @@
+"""The run directory: where a run says it is, and the final metrics it leaves behind."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+
+class RunDirectory(Callback):
+    """Prints the run directory at start and end and writes `metrics.json` (flat {name: number})."""
+
+    def __init__(self, run_dir: Path, stage: str | None) -> None:
+        self.run_dir = Path(run_dir)
+        self.stage = stage
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:  # noqa: D102
+        if trainer.is_global_zero:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            print(f"run directory: {self.run_dir}", flush=True)
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
+        self._write(trainer)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
+        if self.stage == "validate":
+            self._write(trainer)
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
+        self._write(trainer)
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:  # noqa: D102
+        if trainer.is_global_zero:
+            print(f"run directory: {self.run_dir} (metrics.json, config.yaml, checkpoints/)", flush=True)
+
+    def _write(self, trainer: Trainer) -> None:
+        if not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        path = self.run_dir / "metrics.json"
+        metrics: dict[str, float] = json.loads(path.read_text()) if path.exists() else {}
+        metrics.update(scalar_metrics(trainer.callback_metrics))
+        metrics["global_step"] = trainer.global_step
+        metrics["epoch"] = trainer.current_epoch
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """Plain floats of the finite scalar metrics (JSON has no NaN or infinity)."""
+    out = {}
+    for name, value in metrics.items():
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1:
+                continue
+            value = value.item()
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            out[name] = float(value)
+    return out
+
+
+def default_callbacks(run_dir: Path, trainer_config: dict[str, Any], *, fitting: bool) -> list[Callback]:
+    """Checkpoints into <run_dir>/checkpoints, a rich progress bar, and preemption handling while fitting."""
+    callbacks: list[Callback] = []
+    if trainer_config.get("enable_progress_bar", True) is not False:
+        from lightning.pytorch.callbacks import RichProgressBar
+
+        callbacks.append(RichProgressBar(leave=True))
+    if fitting and trainer_config.get("enable_checkpointing", True) is not False:
+        user = [c for c in trainer_config.get("callbacks") or [] if isinstance(c, ModelCheckpoint)]
+        if not user:
+            callbacks.append(ModelCheckpoint(dirpath=str(Path(run_dir) / "checkpoints"), save_last=True))
+    if fitting:
+        try:
+            from bigtrain.callbacks.preemption import Preemption
+        except ImportError:  # the cluster package is optional in a minimal install
+            Preemption = None  # noqa: N806
+        if Preemption is not None:
+            callbacks.append(Preemption())
+    return callbacks
