@@ -1,0 +1,51 @@
+# bigtrain: `make install` then `make train`; `make test` runs the whole suite.
+PYTHON ?= python3
+VENV ?= .venv
+# torch comes first and pinned: an unpinned torch would pull a multi-GB CUDA build. Change it for a GPU box,
+# e.g. make install TORCH_SPEC="torch==2.13.0 --index-url <your CUDA wheel index>".
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+RECIPE ?= cnn/glyphs
+PYTEST_ARGS ?=
+
+.PHONY: install train test test-fast lint format bench gpu-check docker clean
+
+install:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH_SPEC)
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@$(BIN)/bigtrain --version
+
+train:
+	$(BIN)/bigtrain fit --recipe $(RECIPE)
+
+test:
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast:
+	$(BIN)/pytest -m "not slow and not cluster" $(PYTEST_ARGS)
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format:
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench:
+	$(BIN)/python -m benchmarks.run
+
+gpu-check:
+	@$(BIN)/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'make gpu-check needs a CUDA GPU')"
+	bash benchmarks/gpu_check.sh $(OUT)
+
+docker:
+	@command -v docker >/dev/null || { echo "make docker: no docker engine here"; exit 2; }
+	docker build -f docker/Dockerfile -t bigtrain:latest .
+	docker build -f docker/Dockerfile.cpu -t bigtrain:cpu .
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache runs lightning_logs
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,384 @@
+"""ImageDataModule: image classification data, from the built-in glyphs to MNIST, CIFAR-10 and user files.
+
+Data sets are small enough to hold in memory: setup() reads them once as uint8 (or float) tensors, and the
+Dataset scales, augments and normalises one sample at a time. Augmentation randomness comes only from
+`sample_generator(seed, epoch, index)`, so batches are the same for any number of workers or ranks.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from bigtrain.data import image_formats as fmt
+from bigtrain.data.base import BigtrainDataModule, sample_generator, split_index
+from bigtrain.data.download import download as download_file
+from bigtrain.data.glyphs import CLASSES as GLYPH_CLASSES
+from bigtrain.data.glyphs import DEFAULT_SIZE as GLYPH_SIZE
+from bigtrain.data.glyphs import make_glyphs
+from bigtrain.errors import UserError, unknown
+
+Source = Literal["glyphs", "digits", "mnist", "fashion-mnist", "cifar10", "folder", "npz"]
+SOURCES = ("glyphs", "digits", "mnist", "fashion-mnist", "cifar10", "folder", "npz")
+NEEDS_PATH = ("digits", "folder", "npz")
+
+# source -> (mirrors tried in order, {file name: SHA-256}); the sums are those published with the files
+# (also pinned by TensorFlow Datasets) and checked by bigtrain.data.download before a file is kept.
+DOWNLOADS: dict[str, tuple[list[str], dict[str, str]]] = {
+    "mnist": (
+        [
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        ],
+        {
+            "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+            "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+            "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+            "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+        },
+    ),
+    "fashion-mnist": (
+        [
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+            "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+        ],
+        {
+            "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+            "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+            "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+            "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+        },
+    ),
+    "cifar10": (
+        ["https://www.cs.toronto.edu/~kriz/"],
+        {"cifar-10-binary.tar.gz": "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd"},
+    ),
+}
+
+
+def default_cache(source: str) -> Path:
+    """Where downloads go when `data.path` is not set: $XDG_CACHE_HOME (or ~/.cache)/bigtrain/<source>."""
+    base = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(base).expanduser() / "bigtrain" / source
+
+
+def _fetch_one(source: str, name: str, sha256: str, root: Path) -> Path:
+    """Download one file of `source` into `root`, trying each mirror in turn."""
+    mirrors, _ = DOWNLOADS[source]
+    failures = []
+    for base in mirrors:
+        try:
+            return download_file(base + name, root / name, sha256)
+        except UserError as err:
+            failures.append(str(err))
+    raise UserError(f"download of {name} for data.source={source} failed: {' | '.join(failures)}")
+
+
+def _extract_cifar10(archive: Path, root: Path) -> None:
+    """Unpack the CIFAR-10 batches next to the archive; a half-finished extraction is never left behind."""
+    with (
+        tempfile.TemporaryDirectory(dir=root, prefix=".extract.") as tmp,
+        tarfile.open(archive, "r:gz") as tar,
+    ):
+        members = [m for m in tar.getmembers() if m.isfile() and m.name.startswith(fmt.CIFAR10_FOLDER + "/")]
+        tar.extractall(tmp, members=members, filter="data")
+        target = root / fmt.CIFAR10_FOLDER
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(Path(tmp) / fmt.CIFAR10_FOLDER, target)
+
+
+def fetch(source: str, root: Path) -> None:
+    """Make the files of a downloadable source present in `root` (no-op when they already are)."""
+    if root.exists() and not root.is_dir():
+        raise UserError(f"data.path {root} is a file; data.source={source} downloads into a folder")
+    root.mkdir(parents=True, exist_ok=True)
+    if source == "cifar10":
+        folder = root / fmt.CIFAR10_FOLDER
+        if all((folder / n).is_file() for n in [*fmt.CIFAR10_TRAIN, fmt.CIFAR10_TEST]):
+            return
+        ((name, sha256),) = DOWNLOADS[source][1].items()
+        _extract_cifar10(_fetch_one(source, name, sha256, root), root)
+        return
+    for name, sha256 in DOWNLOADS[source][1].items():
+        if not (root / name.removesuffix(".gz")).is_file():
+            _fetch_one(source, name, sha256, root)
+
+
+class ImageTensorDataset(Dataset):
+    """In-memory images (N, C, H, W) with seeded per-sample augmentation and normalisation.
+
+    Indices are `EpochSampler` values (`epoch * N + index`), so the augmentation of a sample depends only on
+    (seed, epoch, index), never on which worker or rank draws it.
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        seed: int = 0,
+        crop: int = 0,
+        flip: bool = False,
+    ) -> None:
+        self.x, self.y = x, y
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        self.seed, self.crop, self.flip = seed, crop, flip
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, index = split_index(int(i), len(self.y))
+        image = self.x[index].to(torch.float32, copy=True)
+        if self.x.dtype == torch.uint8:
+            image /= 255.0
+        if self.crop or self.flip:
+            image = self._augment(image, sample_generator(self.seed, epoch, index))
+        return (image - self.mean) / self.std, self.y[index]
+
+    def _augment(self, image: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Random horizontal flip, then a random crop of the zero-padded image back to its size."""
+        # Both draws happen whether or not each augmentation is on, so turning one off leaves the other's
+        # randomness unchanged.
+        flip = bool(torch.rand((), generator=gen) < 0.5)
+        dy, dx = torch.randint(0, 2 * self.crop + 1, (2,), generator=gen).tolist()
+        if self.flip and flip:
+            image = image.flip(-1)
+        if self.crop:
+            _, h, w = image.shape
+            image = F.pad(image, (self.crop,) * 4)[:, dy : dy + h, dx : dx + w]
+        return image
+
+
+def _resize(x: torch.Tensor, size: int, chunk: int = 2048) -> torch.Tensor:
+    """Images resized to size x size (antialiased bilinear), in chunks, keeping the dtype."""
+    if x.shape[-2:] == (size, size):
+        return x
+    parts = []
+    for start in range(0, len(x), chunk):
+        part = x[start : start + chunk].float()
+        part = F.interpolate(part, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        parts.append(part.round().clamp(0, 255).to(torch.uint8) if x.dtype == torch.uint8 else part)
+    return torch.cat(parts)
+
+
+def _channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of images scaled to [0, 1] (uint8 divided by 255), in float64."""
+    total = torch.zeros(x.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for start in range(0, len(x), chunk):
+        part = x[start : start + chunk].to(torch.float64)
+        if x.dtype == torch.uint8:
+            part /= 255.0
+        total += part.sum(dim=(0, 2, 3))
+        squares += part.square().sum(dim=(0, 2, 3))
+    count = x.numel() // x.shape[1]
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(0).sqrt()
+    # A constant channel would divide by zero; leave it unscaled instead.
+    std = torch.where(std < 1e-6, torch.ones_like(std), std)
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def _as_tensor(array: np.ndarray) -> torch.Tensor:
+    """A tensor owning a writable, contiguous copy when the array is read-only (e.g. from a buffer)."""
+    return torch.from_numpy(np.require(array, requirements=["C", "W"]))
+
+
+class ImageDataModule(BigtrainDataModule):
+    """Image classification data: batches `(x, y)`, x float (B, C, H, W) normalised, y long (B,).
+
+    After `setup()` the module has `num_classes`, `channels`, `image_size` (side of the square images
+    the model sees), `mean` and `std` (per-channel tuples of the normalisation applied; zeros and ones when
+    `normalize` is off) and `classes` (class names).
+
+    Args:
+        source: Where the images come from. `glyphs`: built-in procedural digits, no files needed.
+            `digits`: the UCI optical digits CSV (8x8, gzip). `mnist`, `fashion-mnist`: the IDX files.
+            `cifar10`: the binary batches. `folder`: one sub-folder of images per class. `npz`: arrays `x`,
+            `y` and optionally `x_val`, `y_val`.
+        path: The file (digits, npz) or folder (the others) to read. For mnist, fashion-mnist and cifar10
+            it defaults to the download cache `~/.cache/bigtrain/<source>`.
+        download: Download mnist, fashion-mnist or cifar10 into `path` (or the cache), checking SHA-256.
+        image_size: Resize every image to this square size; null keeps the native size (glyphs: 16).
+        val_fraction: Share of the data held out for validation, for sources without an official split
+            (mnist, fashion-mnist and cifar10 validate on their test split; npz on `x_val` when given).
+        num_samples: Number of glyph images generated (glyphs only).
+        normalize: Subtract the per-channel mean and divide by the std, both measured on the training split.
+        augment_crop: Random-crop augmentation: pad by this many pixels, crop back (0 turns it off).
+        augment_flip: Random horizontal flips in training (leave off for digits and letters, whose mirror
+            images are other shapes).
+        batch_size: Global batch size, split across data-parallel ranks.
+        num_workers: DataLoader worker processes per rank.
+        seed: Seed of the split, the sampling order, the augmentation and the glyphs.
+    """
+
+    def __init__(
+        self,
+        *,
+        source: Source = "glyphs",
+        path: str | None = None,
+        download: bool = False,
+        image_size: int | None = None,
+        val_fraction: float = 0.2,
+        num_samples: int = 6000,
+        normalize: bool = True,
+        augment_crop: int = 0,
+        augment_flip: bool = False,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
+        _check_args(source, path, download, image_size, val_fraction, num_samples, augment_crop)
+        self.source = source
+        self.path = path
+        self.download = download
+        self.requested_size = image_size
+        self.val_fraction = val_fraction
+        self.num_samples = num_samples
+        self.normalize = normalize
+        self.augment_crop = augment_crop
+        self.augment_flip = augment_flip
+        self.num_classes: int | None = None
+        self.channels: int | None = None
+        self.image_size: int | None = None
+        self.mean: tuple[float, ...] | None = None
+        self.std: tuple[float, ...] | None = None
+        self.classes: list[str] | None = None
+        self.train_set: ImageTensorDataset | None = None
+        self.val_set: ImageTensorDataset | None = None
+
+    def root(self) -> Path:
+        """The file or folder read for this source (the download cache when `path` is unset)."""
+        return Path(self.path).expanduser() if self.path is not None else default_cache(self.source)
+
+    def prepare_data(self) -> None:
+        """Download the source's files when asked (Lightning runs this once per node)."""
+        if self.download:
+            fetch(self.source, self.root())
+
+    def _read(self) -> fmt.ImageSet:
+        """The source's images as an ImageSet, at the requested size where the reader resizes itself."""
+        root = self.root()
+        if self.source == "glyphs":
+            x, y = make_glyphs(self.num_samples, size=self.requested_size or GLYPH_SIZE, seed=self.seed)
+            return fmt.ImageSet(x=x[:, None], y=y, classes=list(GLYPH_CLASSES))
+        if self.source == "digits":
+            return fmt.read_digits(root)
+        if self.source == "mnist":
+            return fmt.read_mnist(root, fmt.DIGIT_CLASSES)
+        if self.source == "fashion-mnist":
+            return fmt.read_mnist(root, fmt.FASHION_CLASSES)
+        if self.source == "cifar10":
+            return fmt.read_cifar10(root)
+        if self.source == "folder":
+            return fmt.read_folder(root, self.requested_size)
+        return fmt.read_npz(root)
+
+    def _split(self, data: fmt.ImageSet) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Train and validation tensors: the official split, or a seeded permutation by `val_fraction`."""
+        x, y = _as_tensor(data.x), _as_tensor(data.y)
+        if data.x_val is not None and data.y_val is not None:
+            return x, y, _as_tensor(data.x_val), _as_tensor(data.y_val)
+        n = len(y)
+        if n < 2:
+            raise UserError(
+                f"data.source={self.source} has {n} image(s); need at least 2 to split off validation"
+            )
+        n_val = min(max(1, round(n * self.val_fraction)), n - 1)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
+        val, train = order[:n_val], order[n_val:]
+        return x[train], y[train], x[val], y[val]
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read, split, resize and measure the data once; later calls (other stages) reuse it."""
+        if self.train_set is not None:
+            return
+        data = self._read()
+        x, y, x_val, y_val = self._split(data)
+        if self.requested_size is not None:
+            x, x_val = _resize(x, self.requested_size), _resize(x_val, self.requested_size)
+        height, width = x.shape[-2:]
+        if height != width:
+            raise UserError(
+                f"data.source={self.source} has {height}x{width} images; "
+                "set data.image_size to make them square"
+            )
+        self.num_classes = max(len(data.classes or []), int(max(y.max(), y_val.max())) + 1)
+        self.classes = data.classes or [str(k) for k in range(self.num_classes)]
+        self.channels, self.image_size = int(x.shape[1]), int(height)
+        if self.normalize:
+            self.mean, self.std = _channel_stats(x)
+        else:
+            self.mean, self.std = (0.0,) * self.channels, (1.0,) * self.channels
+        common = {"mean": self.mean, "std": self.std, "seed": self.seed}
+        self.train_set = ImageTensorDataset(x, y, crop=self.augment_crop, flip=self.augment_flip, **common)
+        self.val_set = ImageTensorDataset(x_val, y_val, **common)
+
+    def _ready(self) -> tuple[ImageTensorDataset, ImageTensorDataset]:
+        if self.train_set is None or self.val_set is None:
+            raise RuntimeError("ImageDataModule.setup() must run before its dataloaders are requested")
+        return self.train_set, self.val_set
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled, augmented training batches (the last partial batch dropped)."""
+        train, _ = self._ready()
+        if len(train) < self.batch_size:
+            raise UserError(
+                f"the training split has {len(train)} images, fewer than data.batch_size={self.batch_size}; "
+                "lower the batch size or use more data"
+            )
+        return self.loader(train, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches in a fixed order, without augmentation."""
+        return self.loader(self._ready()[1], train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """The validation split (these sets have no separate test split)."""
+        return self.val_dataloader()
+
+
+def _check_args(
+    source: str,
+    path: str | None,
+    download: bool,
+    image_size: int | None,
+    val_fraction: float,
+    num_samples: int,
+    augment_crop: int,
+) -> None:
+    """Validate ImageDataModule's argument values (no file is touched here)."""
+    if source not in SOURCES:
+        raise unknown("data.source", source, SOURCES)
+    if download and source not in DOWNLOADS:
+        hint = "; give its files with data.path instead" if source in NEEDS_PATH else "; it needs no download"
+        raise UserError(
+            f"data.download is not available for data.source={source}{hint} "
+            f"(downloadable: {', '.join(DOWNLOADS)})"
+        )
+    if source in NEEDS_PATH and path is None:
+        what = "folder with one sub-folder per class" if source == "folder" else "file"
+        raise UserError(f"data.source={source} needs data.path (the {what} to read)")
+    if image_size is not None and image_size < 2:
+        raise UserError(f"data.image_size must be >= 2 or null (native size), got {image_size}")
+    if not 0.0 < val_fraction < 1.0:
+        raise UserError(f"data.val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+    if num_samples < 2:
+        raise UserError(f"data.num_samples must be >= 2, got {num_samples}")
+    if augment_crop < 0:
+        raise UserError(f"data.augment_crop must be >= 0 pixels (0 = off), got {augment_crop}")

@@ -1,0 +1,165 @@
+"""The GPT LightningModule, and the language-model helpers the RNN family shares.
+
+`lm_epoch_metrics` and `text_sample` are used by both language-model families (transformer and rnn); they
+would sit in bigtrain/models/common.py, which is shared code owned elsewhere.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torch import Tensor, nn
+from torchmetrics import MeanMetric, Metric
+
+from bigtrain.errors import UserError
+from bigtrain.models.common import OptimConfig, attached_datamodule, log_text, optimizer_and_schedule
+from bigtrain.models.config import as_config, fill_from_data, resolve, to_dict
+from bigtrain.models.transformer.model import GPT, PRESETS, GPTConfig
+
+SAMPLE_SEED = 1234
+"""Seed of the generator text samples are drawn with, so each epoch's sample is comparable."""
+
+Generate = Callable[[Tensor, int, torch.Generator], Tensor]
+"""(prompt ids (1, T), new tokens, generator) -> ids (1, T + new)."""
+
+
+def lm_epoch_metrics(stage: str, loss_mean: MeanMetric) -> dict[str, Tensor]:
+    """`<stage>/loss`, `/ppl` (exp of the mean loss) and `/bpc` (loss in bits per token) from a mean."""
+    loss = loss_mean.compute()  # synchronised across ranks by torchmetrics
+    loss_mean.reset()
+    return {f"{stage}/loss": loss, f"{stage}/ppl": loss.exp(), f"{stage}/bpc": loss / math.log(2)}
+
+
+def fresh_metric(metric: Metric) -> None:
+    """Reset a metric at the start of an evaluation epoch.
+
+    `trainer.validate` runs under inference mode, so a reset there leaves inference tensors that the
+    validation inside `trainer.fit` (plain no_grad) may not update in place; resetting at each epoch's start
+    makes the state in the mode that will update it.
+    """
+    metric.reset()
+
+
+def text_sample(module: LightningModule, generate: Generate, n_tokens: int) -> str | None:
+    """Text generated from a newline, decoded by the attached DataModule; fixed seed, global RNG untouched.
+
+    Every rank generates (a sharded net needs all ranks in each forward); `log_text` keeps rank 0's.
+    """
+    data = attached_datamodule(module)
+    if n_tokens <= 0 or data is None or not hasattr(data, "decode"):
+        return None
+    prompt = _newline_prompt(data)
+    idx = torch.tensor([prompt], dtype=torch.long, device=module.device)  # (1, 1)
+    gen = torch.Generator(device=module.device).manual_seed(SAMPLE_SEED)
+    out = generate(idx, n_tokens, gen)[0].tolist()
+    # A vocabulary padded beyond the data's has ids the DataModule cannot decode.
+    limit = getattr(data, "vocab_size", None) or math.inf
+    return data.decode([i for i in out if i < limit])
+
+
+def _newline_prompt(data: object) -> list[int]:
+    try:
+        ids = data.encode("\n")  # type: ignore[attr-defined]
+    except (KeyError, ValueError, UserError):  # a vocabulary without a newline
+        ids = []
+    return list(ids)[-1:] or [0]
+
+
+class GPTModule(LightningModule):
+    """A GPT language model: next-token cross-entropy at every position, with text samples.
+
+    Args:
+        net: The network (a preset plus overrides); block_size and vocab_size come from the data.
+        optim: Optimizer and learning-rate schedule.
+        sample_tokens: Tokens of generated text logged under `samples/text` after each validation; 0: none.
+    """
+
+    def __init__(
+        self,
+        net: GPTConfig = GPTConfig(),  # noqa: B008 (never mutated: resolve() copies it)
+        optim: OptimConfig = OptimConfig(  # noqa: B008 (a dataclass default, never mutated)
+            lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1, warmup_steps=100, min_lr=1e-4
+        ),
+        sample_tokens: int = 200,
+    ) -> None:
+        super().__init__()
+        self.cfg = resolve(as_config(GPTConfig, net), PRESETS)
+        self.optim_cfg = as_config(OptimConfig, optim)
+        self.sample_tokens = sample_tokens
+        # Plain dicts so checkpoints never pickle classes.
+        self.save_hyperparameters(
+            {"net": to_dict(self.cfg), "optim": to_dict(self.optim_cfg), "sample_tokens": sample_tokens}
+        )
+        self.net: GPT | None = None
+        self.loss_mean = nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
+        self.last_sample: str | None = None
+
+    def configure_model(self) -> None:
+        """Build the network once its data-derived sizes are known (idempotent)."""
+        if self.net is not None:
+            return
+        fill_from_data(
+            self.cfg, attached_datamodule(self), {"vocab_size": "vocab_size", "block_size": "block_size"}
+        )
+        self.hparams["net"] = to_dict(self.cfg)
+        self.net = GPT(self.cfg)
+
+    def forward(self, idx: Tensor) -> Tensor:
+        """Token ids (B, T) -> logits (B, T, vocab_size)."""
+        return self.net(idx)
+
+    def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        x, y = batch  # (B, T), (B, T)
+        logits = self.net(x)  # (B, T, V)
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        if stage == "train":
+            self.log("train/loss", loss, prog_bar=True)
+        else:
+            self.loss_mean[stage].update(loss.detach(), weight=y.numel())
+        return loss
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        """One optimisation step's loss."""
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        """Accumulate the validation loss."""
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        """Accumulate the test loss."""
+        self._shared_step(batch, "test")
+
+    def on_validation_epoch_start(self) -> None:
+        """Fresh metric state, made in this loop's grad mode (see `fresh_metric`)."""
+        fresh_metric(self.loss_mean["val"])
+
+    def on_test_epoch_start(self) -> None:
+        """Fresh metric state, made in this loop's grad mode (see `fresh_metric`)."""
+        fresh_metric(self.loss_mean["test"])
+
+    def on_validation_epoch_end(self) -> None:
+        """Log val/loss, val/ppl, val/bpc and a generated text sample."""
+        if self.loss_mean["val"].update_called:
+            self.log_dict(lm_epoch_metrics("val", self.loss_mean["val"]), sync_dist=True)
+        if self.trainer.sanity_checking:
+            return
+        self.last_sample = text_sample(self, self._generate, self.sample_tokens)
+        if self.last_sample is not None:
+            log_text(self, "samples/text", self.last_sample)
+
+    def on_test_epoch_end(self) -> None:
+        """Log test/loss, test/ppl, test/bpc."""
+        if self.loss_mean["test"].update_called:
+            self.log_dict(lm_epoch_metrics("test", self.loss_mean["test"]), sync_dist=True)
+
+    def _generate(self, idx: Tensor, n: int, generator: torch.Generator) -> Tensor:
+        return self.net.generate(idx, n, generator=generator)
+
+    def configure_optimizers(self) -> dict:
+        """AdamW with warm-up and cosine decay (see OptimConfig)."""
+        return optimizer_and_schedule(self, list(self.parameters()), self.optim_cfg)

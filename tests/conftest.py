@@ -1,0 +1,49 @@
+"""Shared test fixtures: the shared test data folder and a way to run the `bigtrain` command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_data_dir() -> Path:
+    """Where the shared test data sets are (BIGTRAIN_TEST_DATA, default ../shared/data)."""
+    return Path(os.environ.get("BIGTRAIN_TEST_DATA", ROOT.parent / "shared" / "data"))
+
+
+test_data_dir.__test__ = False  # not a test, despite its name
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The shared test data folder; skips the test when it is absent."""
+    path = test_data_dir()
+    if not path.is_dir():
+        pytest.skip(f"shared test data not found at {path} (set BIGTRAIN_TEST_DATA)")
+    return path
+
+
+def run_bigtrain(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None):
+    """Run `python -m bigtrain ARGS` in a subprocess; returns the CompletedProcess (text output)."""
+    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+    full_env.pop("BIGTRAIN_RUN_DIR", None)
+    return subprocess.run(
+        [sys.executable, "-m", "bigtrain", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def bigtrain_cmd():
+    """The run_bigtrain function, as a fixture."""
+    return run_bigtrain
