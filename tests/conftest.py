@@ -31,7 +31,7 @@ def shared_data() -> Path:
 
 def run_bigtrain(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None):
     """Run `python -m bigtrain ARGS` in a subprocess; returns the CompletedProcess (text output)."""
-    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", **(env or {})}
     full_env.pop("BIGTRAIN_RUN_DIR", None)
     return subprocess.run(
         [sys.executable, "-m", "bigtrain", *args],
@@ -47,3 +47,15 @@ def run_bigtrain(*args: str, cwd: Path | None = None, timeout: float = 600, env:
 def bigtrain_cmd():
     """The run_bigtrain function, as a fixture."""
     return run_bigtrain
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_per_test():
+    """One intra-op thread per test: tests run two at a time on two cores, and threads that wait on each
+    other on a loaded machine make small models many times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

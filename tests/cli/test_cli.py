@@ -10,7 +10,14 @@ import yaml
 
 from bigtrain.recipes import all_recipes
 
-QUICK = ["--trainer.max_steps", "3", "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false"]
+QUICK = [
+    "--trainer.max_steps",
+    "3",
+    "--trainer.limit_val_batches",
+    "1",
+    "--trainer.enable_progress_bar",
+    "false",
+]
 
 
 def test_help_is_fast_and_lists_commands(bigtrain_cmd):
@@ -28,7 +35,10 @@ def test_help_does_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys; from bigtrain.cli import dispatch; dispatch(['--help']); print('torch' in sys.modules)"
+    code = (
+        "import sys; from bigtrain.cli import dispatch; dispatch(['--help']); print('torch' in sys.modules)"
+    )
+
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().endswith("False")
 
@@ -56,9 +66,8 @@ def test_recipes_show_and_copy(bigtrain_cmd, tmp_path):
 
 
 def test_override_changes_value(bigtrain_cmd, tmp_path):
-    out = bigtrain_cmd(
-        "fit", "--recipe", "cnn/glyphs", "--model.net.width", "24", "--data.batch_size", "32", "--print_config"
-    )
+    overrides = ["--model.net.width", "24", "--data.batch_size", "32"]
+    out = bigtrain_cmd("fit", "--recipe", "cnn/glyphs", *overrides, "--print_config")
     assert out.returncode == 0, out.stderr
     cfg = yaml.safe_load(out.stdout)
     assert cfg["model"]["init_args"]["net"]["width"] == 24
@@ -67,7 +76,8 @@ def test_override_changes_value(bigtrain_cmd, tmp_path):
 
 def test_fit_writes_run_directory(bigtrain_cmd, tmp_path):
     run_dir = tmp_path / "run"
-    out = bigtrain_cmd("fit", "--recipe", "cnn/glyphs", "--run_dir", str(run_dir), "--data.num_samples", "512", *QUICK)
+    small = ["--data.num_samples", "512"]
+    out = bigtrain_cmd("fit", "--recipe", "cnn/glyphs", "--run_dir", str(run_dir), *small, *QUICK)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.count(f"run directory: {run_dir}") == 2  # at start and at the end
     metrics = json.loads((run_dir / "metrics.json").read_text())
