@@ -37,9 +37,12 @@ format:
 bench:
 	$(BIN)/python -m benchmarks.run
 
+# On a GPU box without this repo's venv (e.g. a shared image), the system python3 runs it from source.
+GPU_PY ?= $(shell test -x $(BIN)/python && echo $(BIN)/python || echo python3)
+GPU_OUT ?= gpu-check-out
 gpu-check:
-	@$(BIN)/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'make gpu-check needs a CUDA GPU')"
-	bash benchmarks/gpu_check.sh $(OUT)
+	@$(GPU_PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'make gpu-check needs a CUDA GPU')"
+	PYTHON=$(GPU_PY) bash benchmarks/gpu_check.sh $(GPU_OUT)
 
 docker:
 	@command -v docker >/dev/null || { echo "make docker: no docker engine here"; exit 2; }
