@@ -56,8 +56,8 @@ class Recipe:
 
     @property
     def description(self) -> str:
-        """The one-line description from the header lines after the command."""
-        return " ".join(line for line in self.header()[1:] if line)
+        """The one-line description from the header lines after the command (not the `cpu-test:` line)."""
+        return " ".join(line for line in self.header()[1:] if line and not line.startswith("cpu-test:"))
 
     @property
     def data(self) -> str:
