@@ -20,8 +20,11 @@ install:
 train:
 	$(BIN)/bigtrain fit --recipe $(RECIPE)
 
+# Two workers on two cores (each test uses one thread); the SLURM tests then run alone, since they share
+# one test cluster and time its signals.
 test:
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n 2 -m "not cluster" $(PYTEST_ARGS)
+	$(BIN)/pytest -m cluster $(PYTEST_ARGS)
 
 test-fast:
 	$(BIN)/pytest -m "not slow and not cluster" $(PYTEST_ARGS)

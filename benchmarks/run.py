@@ -19,7 +19,8 @@ def main() -> None:
     """Run the throughput benchmark at the scale this machine affords."""
     out = Path(__file__).parent / "results" / time.strftime("%Y-%m-%d")
     if torch.cuda.is_available():
-        args = ["--device", "cuda", "--presets", "gpt2-124m", "gpt2-350m", "--context", "1024", "--batch", "16"]
+        args = ["--device", "cuda", "--presets", "gpt2-124m", "gpt2-350m"]
+        args += ["--context", "1024", "--batch", "16"]
     else:
         args = ["--device", "cpu", "--presets", "tiny", "baby", "--context", "256", "--batch", "8"]
         args += ["--dtype", "fp32", "--steps", "10", "--warmup", "3"]

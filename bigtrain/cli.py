@@ -32,6 +32,9 @@ utilities:
   recipes    list | show NAME | copy NAME DEST
   submit     slurm | torchrun: run a recipe on a cluster
   jobs       this user's bigtrain cluster jobs
+  plan       RECIPE [--nodes N --devices-per-node G --device-memory 80GB]: memory per device, per strategy
+  checkpoint export RUN_OR_CKPT OUT[.safetensors] [--full]: one consolidated file from a (sharded) checkpoint
+  verify-resume RECIPE [--steps N --stop-at K] [overrides]: is a run stopped mid-epoch and resumed exact?
 
 bigtrain <command> --help shows a command's options.
 """
@@ -88,7 +91,29 @@ def _utilities() -> dict[str, Callable[[list[str]], int]]:
 
         return jobs_main(argv)
 
-    return {"recipes": recipes, "submit": submit, "jobs": jobs}
+    def plan(argv: list[str]) -> int:
+        from bigtrain.plan import main as plan_main
+
+        return plan_main(argv)
+
+    def checkpoint(argv: list[str]) -> int:
+        from bigtrain.consolidate import main as checkpoint_main
+
+        return checkpoint_main(argv)
+
+    def verify_resume(argv: list[str]) -> int:
+        from bigtrain.verify_resume import main as verify_resume_main
+
+        return verify_resume_main(argv)
+
+    return {
+        "recipes": recipes,
+        "submit": submit,
+        "jobs": jobs,
+        "plan": plan,
+        "checkpoint": checkpoint,
+        "verify-resume": verify_resume,
+    }
 
 
 def resolve_config(subcommand: str, args: list[str]) -> dict:

@@ -42,6 +42,24 @@ class BigtrainCLI(LightningCLI):
         parser.add_argument(
             "--recipe_name", type=str | None, default=None, help="Set by --recipe; names runs."
         )
+        from bigtrain.callbacks.nonfinite import NonFiniteGuard
+
+        # `--nonfinite.mode skip|stop|off`, `--nonfinite.max_skips N` (or `nonfinite:` in a recipe).
+        parser.add_lightning_class_args(NonFiniteGuard, "nonfinite")
+
+    def _parse_ckpt_path(self) -> None:
+        """Vet `--ckpt_path FILE|DIR` before anything loads it: one line if missing, unsafe or corrupt."""
+        path = self.config[self.config.subcommand].get("ckpt_path") if self.config.get("subcommand") else None
+        if path and path not in _CKPT_PATH_WORDS:
+            from bigtrain.safe_load import check_checkpoint
+
+            check_checkpoint(path)
+        # Lightning would now re-parse the checkpoint's hyper-parameters as the model's config; bigtrain's
+        # config (the recipe and its overrides, saved beside the checkpoint) is the one source of truth.
+
+    def after_instantiate_classes(self) -> None:  # noqa: D102
+        if self.subcommand is not None:
+            _check_global_batch(self.trainer, self.datamodule)
 
     def before_instantiate_classes(self) -> None:  # noqa: D102
         cfg = self.config[self.subcommand]
@@ -50,6 +68,7 @@ class BigtrainCLI(LightningCLI):
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Trainer:
         from bigtrain.callbacks.run_dir import RunDirectory, default_callbacks
+        from bigtrain.strategies import resolve_strategy
 
         config["default_root_dir"] = str(self.run_dir)
         if config.get("logger") in (None, True):
@@ -59,6 +78,15 @@ class BigtrainCLI(LightningCLI):
         extra = [RunDirectory(self.run_dir, self.subcommand)]
         extra += default_callbacks(self.run_dir, config, fitting=self.subcommand == "fit")
         config["callbacks"] = list(config.get("callbacks") or []) + extra
+        if not config.get("plugins"):
+            from bigtrain.cluster import environment_plugins
+
+            # Under SLURM: Lightning's own auto-requeue (which saves inside the signal handler) is off;
+            # the Preemption callback saves at a step boundary and requeues instead.
+            config["plugins"] = environment_plugins() or None
+        config["strategy"] = resolve_strategy(
+            config.get("strategy", "auto"), config, self.model, self.datamodule
+        )
         return super()._instantiate_trainer(config, callbacks)
 
     def before_fit(self) -> None:  # noqa: D102
@@ -70,6 +98,27 @@ class BigtrainCLI(LightningCLI):
             if found is None and self.trainer.is_global_zero:
                 print(f"no checkpoint in {self.run_dir / 'checkpoints'}: starting fresh")
             cfg["ckpt_path"] = str(found) if found else None
+
+
+_CKPT_PATH_WORDS = ("auto", "last", "best", "hpc", "registry")
+"""`--ckpt_path` values that are not paths (`auto` is bigtrain's; the others are Lightning's)."""
+
+
+def _check_global_batch(trainer: Trainer, datamodule: Any) -> None:
+    """Refuse a global batch that does not split across the data-parallel ranks before any rank starts
+    (the DataModule finds out only once every rank has been launched, and then each says so)."""
+    from bigtrain.data.base import BigtrainDataModule
+
+    if not isinstance(datamodule, BigtrainDataModule):
+        return
+    world = trainer.num_nodes * trainer.num_devices
+    tp = getattr(trainer.strategy, "tensor_parallel_size", 1) or 1
+    dp = getattr(trainer.strategy, "data_parallel_size", None) or max(1, world // tp)
+    if datamodule.batch_size % dp:
+        raise UserError(
+            f"data.batch_size {datamodule.batch_size} does not divide across {dp} data-parallel ranks; "
+            f"use a multiple of {dp}"
+        )
 
 
 def _dests(parser: LightningArgumentParser, args: Any) -> list[str]:
@@ -95,7 +144,8 @@ def default_run_dir(name: str) -> str:
 
 
 def expand_recipe(args: list[str]) -> list[str]:
-    """Replace `--recipe NAME` by `--config <file> --recipe_name NAME` (recipes are LightningCLI configs)."""
+    """Replace `--recipe NAME` by `--config <file> --recipe_name NAME` (recipes are LightningCLI configs),
+    and a short `--trainer.strategy` name by its class."""
     from bigtrain.recipes import find
 
     out, i = [], 0
@@ -109,12 +159,15 @@ def expand_recipe(args: list[str]) -> list[str]:
             else:
                 raise UserError("--recipe needs a name; see `bigtrain recipes list`")
             path = find(name)
-            stem = name.removesuffix(".yaml").replace("/", "-") if path.name != name else path.stem
+            is_file = name.endswith((".yaml", ".yml"))
+            stem = path.stem if is_file else name.replace("/", "-")
             out += ["--config", str(path), "--recipe_name", stem]
         else:
             out.append(arg)
         i += 1
-    return out
+    from bigtrain.strategies import expand_strategy_argv
+
+    return expand_strategy_argv(out)  # `--trainer.strategy fsdp` -> its class, so options may follow
 
 
 def _cli(command: str, args: list[str], cls: type[BigtrainCLI] = BigtrainCLI) -> BigtrainCLI:
@@ -122,6 +175,10 @@ def _cli(command: str, args: list[str], cls: type[BigtrainCLI] = BigtrainCLI) ->
     from bigtrain.models import load_all
 
     load_all()  # imports every family, so recipes may name classes briefly
+    from jsonargparse import set_parsing_settings
+
+    # The docstring under each config field becomes its --help text.
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)
 
     no_exit = {"exit_on_error": False}
     kwargs: dict[str, Any] = {
@@ -151,18 +208,75 @@ def _as_user_error(err: BaseException) -> BaseException:
         cause = cause.__cause__ or cause.__context__
     if type(err).__name__ == "ArgumentError":
         return UserError(one_line(str(err)))
-    return err
+    return _lightning_user_error(err) or err
+
+
+def _lightning_user_error(err: BaseException) -> UserError | None:
+    """Lightning's verdicts on user settings as one line: what it raises while the Trainer is built from the
+    trainer settings (accelerator, devices, strategy, precision, limits), and checkpoints torch.load refused
+    to unpickle. An error raised in bigtrain's own code stays a traceback: that is a bug."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from bigtrain.safe_load import is_refusal, unsafe_error
+
+    if is_refusal(err):
+        return unsafe_error(None, err)
+    frames = []
+    tb = err.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame.f_code)
+        tb = tb.tb_next
+    building = any(code.co_name == "_instantiate_trainer" for code in frames)
+    raised_by_lightning = bool(frames) and f"{os.sep}lightning{os.sep}" in frames[-1].co_filename
+    setting = (MisconfigurationException, ValueError, TypeError, ImportError)
+    if not (building and raised_by_lightning and isinstance(err, setting)):
+        return None
+    message = " ".join(str(err).split())
+    if "But your machine only has: []" in message:
+        message += " (no such device here: use --trainer.accelerator cpu, or run where it exists)"
+    return UserError(f"invalid trainer setting: {message}")
 
 
 def run(command: str, args: list[str]) -> int:
     """Run `bigtrain <command> <args>` through LightningCLI."""
     owns_env = RUN_DIR_ENV not in os.environ
+    _lightning_info_to_stdout()
+    _check_yaml_files(args)
     try:
         _cli(command, args)
     finally:
         if owns_env:
             os.environ.pop(RUN_DIR_ENV, None)
     return 0
+
+
+def _check_yaml_files(args: list[str]) -> None:
+    """A `--config` file that is not valid YAML, named with the line and column where it breaks (jsonargparse
+    reports only the parser's first complaint, without the file)."""
+    import yaml
+
+    for flag, value in zip(args, args[1:], strict=False):
+        path = Path(value)
+        if flag in ("--config", "-c") and path.is_file():
+            try:
+                yaml.safe_load(path.read_text(encoding="utf-8", errors="replace"))
+            except yaml.YAMLError as err:
+                mark = getattr(err, "problem_mark", None)
+                where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+                problem = getattr(err, "problem", None) or "unreadable"
+                raise UserError(f"--config {value} is not valid YAML: {problem}{where}") from err
+
+
+def _lightning_info_to_stdout() -> None:
+    """Lightning's info lines ("Seed set to 0", "GPU available: ...", the model summary) go to stdout, so
+    that stderr carries only warnings and errors: a user error is then the one line there."""
+    import logging
+    import sys
+
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
+                handler.setStream(sys.stdout)
 
 
 def resolve(command: str, args: list[str]) -> dict:
@@ -180,6 +294,9 @@ class _ResolveOnly(BigtrainCLI):
         pass
 
     def instantiate_classes(self) -> None:  # noqa: D102
+        pass
+
+    def after_instantiate_classes(self) -> None:  # noqa: D102
         pass
 
     def _run_subcommand(self, subcommand: str) -> None:

@@ -77,10 +77,9 @@ def default_callbacks(run_dir: Path, trainer_config: dict[str, Any], *, fitting:
         if not user:
             callbacks.append(ModelCheckpoint(dirpath=str(Path(run_dir) / "checkpoints"), save_last=True))
     if fitting:
-        try:
-            from bigtrain.callbacks.preemption import Preemption
-        except ImportError:  # the cluster package is optional in a minimal install
-            Preemption = None  # noqa: N806
-        if Preemption is not None:
-            callbacks.append(Preemption())
+        from bigtrain.callbacks.preemption import Preemption
+        from bigtrain.callbacks.resume_state import ResumeState
+
+        callbacks.append(ResumeState())  # RNG states in checkpoints: exact mid-epoch resume
+        callbacks.append(Preemption())  # SIGUSR1/SIGTERM: save at a step boundary, requeue
     return callbacks

@@ -8,6 +8,10 @@ derive any per-sample randomness (augmentation, window jitter) from `sample_gene
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from itertools import islice
+from typing import Any
+
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -16,12 +20,59 @@ from bigtrain.errors import UserError
 
 
 class EpochSampler(DistributedSampler):
-    """A seeded DistributedSampler (also for one process) whose indices carry the epoch."""
+    """A seeded DistributedSampler (also for one process) whose indices carry the epoch.
+
+    `skip` leaves out that many of this rank's indices at the start of the next pass only (a resumed epoch).
+    """
+
+    skip: int = 0
 
     def __iter__(self):  # noqa: D105
         n = len(self.dataset)  # type: ignore[arg-type]
-        for index in super().__iter__():
+        skip, self.skip = self.skip, 0
+        for index in islice(super().__iter__(), skip, None):
             yield self.epoch * n + index
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader whose position in the epoch is part of the checkpoint (Lightning's fit loop saves the
+    `state_dict()` of stateful train loaders and loads it into the new loader on resume).
+
+    It counts the batches it has handed out this epoch. A resumed pass over the saved epoch starts after
+    them, skipping their indices in the sampler (nothing skipped is loaded, augmented or sent to a worker).
+    The pass starts at the first batch, once Lightning has set the sampler's epoch: if the saved epoch was
+    already finished, Lightning has moved on to the next one and nothing is skipped.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._epoch = 0
+        self._batches = 0
+        self._resume: tuple[int, int] | None = None
+
+    def state_dict(self) -> dict[str, int]:
+        """The epoch of the current pass and the number of batches handed out in it."""
+        return {"epoch": self._epoch, "batches": self._batches}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue the saved epoch after its handed-out batches on the next pass."""
+        self._resume = (int(state["epoch"]), int(state["batches"]))
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        return self._pass()
+
+    def _pass(self) -> Iterator[Any]:
+        # A generator: this runs at the first batch, after Lightning's `set_epoch`, and only then starts
+        # the workers, which draw indices at once.
+        resume, self._resume = self._resume, None
+        sampler = self.sampler
+        self._epoch, self._batches = int(getattr(sampler, "epoch", 0)), 0
+        if resume is not None and resume[0] == self._epoch and isinstance(sampler, EpochSampler):
+            self._batches = resume[1]
+            sampler.skip = resume[1] * self.batch_size  # type: ignore[operator]
+        for batch in super().__iter__():
+            self._batches += 1
+            yield batch
 
 
 def split_index(i: int, n: int) -> tuple[int, int]:
@@ -37,22 +88,36 @@ def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
 
 
 class BigtrainDataModule(LightningDataModule):
-    """Base DataModule: `batch_size` is the global batch, split across the data-parallel ranks."""
+    """Base DataModule: `batch_size` is the global batch, split across the data-parallel ranks.
 
-    def __init__(self, *, batch_size: int, num_workers: int, seed: int) -> None:
+    With `micro_batch_size`, each rank loads its share in micro-batches and the trainer accumulates their
+    gradients (`trainer.accumulate_grad_batches` = per-device batch / micro-batch), so the optimisation is
+    the same at any micro-batch size (BatchNorm statistics apart: they cover one micro-batch).
+    """
+
+    def __init__(
+        self, *, batch_size: int, num_workers: int, seed: int, micro_batch_size: int | None = None
+    ) -> None:
         super().__init__()
         if batch_size < 1:
             raise UserError(f"data.batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:
             raise UserError(f"data.num_workers must be >= 0, got {num_workers}")
+        if micro_batch_size is not None and micro_batch_size < 1:
+            raise UserError(f"data.micro_batch_size must be >= 1 or null, got {micro_batch_size}")
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
+        self.micro_batch_size = micro_batch_size
 
     def _ranks(self) -> tuple[int, int]:
+        """(data-parallel size, rank): the strategy's sampler settings; tensor-parallel peers share a rank."""
         trainer = self.trainer
         if trainer is None:
             return 1, 0
+        mesh = getattr(trainer.strategy, "_device_mesh", None)
+        if mesh is not None and "data_parallel" in (mesh.mesh_dim_names or ()):
+            return mesh["data_parallel"].size(), mesh["data_parallel"].get_local_rank()
         return trainer.world_size, trainer.global_rank
 
     @property
@@ -61,22 +126,53 @@ class BigtrainDataModule(LightningDataModule):
         world, _ = self._ranks()
         if self.batch_size % world:
             raise UserError(
-                f"data.batch_size {self.batch_size} does not divide across {world} ranks; "
+                f"data.batch_size {self.batch_size} does not divide across {world} data-parallel ranks; "
                 f"use a multiple of {world}"
             )
         return self.batch_size // world
 
+    @property
+    def loader_batch_size(self) -> int:
+        """What one DataLoader batch holds: the micro-batch when one is set, else the per-device batch."""
+        per_device = self.per_device_batch_size
+        micro = self.micro_batch_size
+        if micro is None or micro == per_device:
+            return per_device
+        if micro > per_device or per_device % micro:
+            raise UserError(
+                f"data.micro_batch_size {micro} does not divide the per-device batch {per_device} "
+                f"(data.batch_size {self.batch_size} / {self.batch_size // per_device} data-parallel ranks)"
+            )
+        return micro
+
+    def _accumulate(self) -> None:
+        """Accumulate gradients over the micro-batches of each device's share of the global batch."""
+        trainer, steps = self.trainer, self.per_device_batch_size // self.loader_batch_size
+        if trainer is None or self.micro_batch_size is None:
+            return
+        module = trainer.lightning_module
+        if steps > 1 and module is not None and not module.automatic_optimization:
+            raise UserError(
+                f"data.micro_batch_size needs gradient accumulation, which {type(module).__name__} (manual "
+                f"optimization) cannot do; leave it unset"
+            )
+        trainer.accumulate_grad_batches = steps
+
     def loader(self, dataset: Dataset, *, train: bool) -> DataLoader:
-        """A DataLoader over `dataset` with the seeded EpochSampler and the per-device batch."""
+        """A DataLoader over `dataset` with the seeded EpochSampler and the per-device (micro-)batch."""
         world, rank = self._ranks()
         sampler = EpochSampler(
             dataset, num_replicas=world, rank=rank, shuffle=train, seed=self.seed, drop_last=train
         )
-        return DataLoader(
+        if train:
+            self._accumulate()
+        return (ResumableDataLoader if train else DataLoader)(
             dataset,
-            batch_size=self.per_device_batch_size,
+            batch_size=self.loader_batch_size,
             sampler=sampler,
             drop_last=train,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            # Its own generator for the workers' base seed: starting an iterator leaves the global RNG alone.
+            generator=torch.Generator().manual_seed(self.seed),
         )

@@ -222,6 +222,8 @@ class ImageDataModule(BigtrainDataModule):
         augment_flip: Random horizontal flips in training (leave off for digits and letters, whose mirror
             images are other shapes).
         batch_size: Global batch size, split across data-parallel ranks.
+        micro_batch_size: Per-device micro-batch; gradients accumulate over micro-batches up to the per-device
+            share of the global batch (null: no accumulation).
         num_workers: DataLoader worker processes per rank.
         seed: Seed of the split, the sampling order, the augmentation and the glyphs.
     """
@@ -239,10 +241,13 @@ class ImageDataModule(BigtrainDataModule):
         augment_crop: int = 0,
         augment_flip: bool = False,
         batch_size: int = 64,
+        micro_batch_size: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
+        super().__init__(
+            batch_size=batch_size, micro_batch_size=micro_batch_size, num_workers=num_workers, seed=seed
+        )
         _check_args(source, path, download, image_size, val_fraction, num_samples, augment_crop)
         self.source = source
         self.path = path

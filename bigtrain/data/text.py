@@ -133,6 +133,8 @@ class TextDataModule(BigtrainDataModule):
             rounded to whole global batches.
         val_samples: Validation windows, evenly spaced; None: back-to-back windows over the whole split.
         batch_size: Global batch size, split across data-parallel ranks.
+        micro_batch_size: Per-device micro-batch; gradients accumulate over micro-batches up to the per-device
+            share of the global batch (null: no accumulation).
         num_workers: DataLoader worker processes per rank.
         seed: Seed of the window order; the data seen is a pure function of (seed, epoch, position).
     """
@@ -151,10 +153,13 @@ class TextDataModule(BigtrainDataModule):
         train_samples: int | None = None,
         val_samples: int | None = None,
         batch_size: int = 64,
+        micro_batch_size: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
+        super().__init__(
+            batch_size=batch_size, micro_batch_size=micro_batch_size, num_workers=num_workers, seed=seed
+        )
         self.save_hyperparameters()
         self.source = source
         self.path = path

@@ -24,6 +24,7 @@ from bigtrain.errors import UserError
 from bigtrain.models.common import OptimConfig, attached_datamodule, build_optimizer, log_image, lr_factor
 from bigtrain.models.config import as_config, fill_from_data, resolve, to_dict
 from bigtrain.models.gan.model import GAN, PRESETS, GANConfig, n_stages_for
+from bigtrain.strategies import global_randn, parallelize
 
 
 class DCGANModule(LightningModule):
@@ -102,7 +103,7 @@ class DCGANModule(LightningModule):
         fill_from_data(self.cfg, data, {"channels": "channels", "image_size": "image_size"})
         self.cfg.n_stages = n_stages_for(self.cfg)
         self.hparams["net"] = to_dict(self.cfg)
-        self.net = GAN(self.cfg)
+        self.net = parallelize(self, lambda: GAN(self.cfg))  # the strategy's sharding plan
 
     # ---- losses -------------------------------------------------------------------------------------
 
@@ -135,6 +136,13 @@ class DCGANModule(LightningModule):
         gen = torch.Generator().manual_seed(seed)
         return torch.randn(n, self.cfg.latent_dim, generator=gen).to(device)
 
+    def _train_noise(self, real: torch.Tensor) -> torch.Tensor:
+        """z for this rank's share of the global batch: row for row what one process draws."""
+        n, step = real.shape[0], self.global_step
+        return global_randn(
+            n, self.cfg.latent_dim, seed=self.noise_seed, step=step, trainer=self._trainer
+        ).to(real.device)
+
     # ---- steps --------------------------------------------------------------------------------------
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -146,7 +154,7 @@ class DCGANModule(LightningModule):
         g_turn = (sched_d.last_epoch + 1) % self.d_steps_per_g_step == 0
         with torch.set_grad_enabled(g_turn):
             # Made before any toggle so its graph reaches G's parameters for the G step.
-            fake = self.net.generator(self._noise(real.shape[0], real.device))
+            fake = self.net.generator(self._train_noise(real))
 
         self.toggle_optimizer(opt_d)
         d_loss, d_real, d_fake = self._d_loss(real, fake.detach())

@@ -15,6 +15,7 @@ from bigtrain.models.common import OptimConfig, attached_datamodule, log_text, o
 from bigtrain.models.config import as_config, fill_from_data, resolve, to_dict
 from bigtrain.models.rnn.model import PRESETS, RNN, RNNConfig
 from bigtrain.models.transformer.module import fresh_metric, lm_epoch_metrics, text_sample
+from bigtrain.strategies import parallelize
 
 
 class RNNModule(LightningModule):
@@ -63,7 +64,7 @@ class RNNModule(LightningModule):
             n = self.cfg.num_classes
             self.acc = nn.ModuleDict({"val": MulticlassAccuracy(n), "test": MulticlassAccuracy(n)})
         self.hparams["net"] = to_dict(self.cfg)
-        self.net = RNN(self.cfg)
+        self.net = parallelize(self, lambda: RNN(self.cfg))  # the strategy's sharding plan
 
     def forward(self, x: Tensor) -> Tensor:
         """lm: ids (B, T) -> logits (B, T, V); classify: images (B, C, H, W) -> logits (B, classes)."""

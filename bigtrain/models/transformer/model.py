@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bigtrain.errors import UserError
+
 
 @dataclass(kw_only=True)
 class GPTConfig:
@@ -166,6 +168,23 @@ class GPT(nn.Module):
     def blocks(self) -> list[nn.Module]:
         """The transformer blocks: the units FSDP wraps one by one."""
         return list(self.h)
+
+    def tp_plan(self, tp_size: int) -> dict[str, object]:
+        """Each block's tensor-parallel plan (for `parallelize_module`) over `tp_size` ranks (Megatron-LM's).
+
+        q, k, v and mlp.fc split their outputs (whole heads per rank), attn.proj and mlp.proj their inputs, so
+        a block needs one all-reduce after attention and one after the MLP; embeddings and norms replicate.
+        """
+        from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
+
+        if self.cfg.n_head % tp_size:
+            raise UserError(
+                f"tensor_parallel_size {tp_size} does not divide the {self.cfg.n_head} attention heads "
+                f"(model.net.n_head); use a divisor of {self.cfg.n_head}"
+            )
+        column, row = ColwiseParallel, RowwiseParallel
+        return {"attn.q": column(), "attn.k": column(), "attn.v": column(), "attn.proj": row(),
+                "mlp.fc": column(), "mlp.proj": row()}  # fmt: skip
 
     def forward(self, idx: Tensor) -> Tensor:
         """Token ids (B, T) -> next-token logits (B, T, vocab_size)."""

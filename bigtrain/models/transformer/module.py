@@ -19,6 +19,7 @@ from bigtrain.errors import UserError
 from bigtrain.models.common import OptimConfig, attached_datamodule, log_text, optimizer_and_schedule
 from bigtrain.models.config import as_config, fill_from_data, resolve, to_dict
 from bigtrain.models.transformer.model import GPT, PRESETS, GPTConfig
+from bigtrain.strategies import parallelize
 
 SAMPLE_SEED = 1234
 """Seed of the generator text samples are drawn with, so each epoch's sample is comparable."""
@@ -106,7 +107,7 @@ class GPTModule(LightningModule):
             self.cfg, attached_datamodule(self), {"vocab_size": "vocab_size", "block_size": "block_size"}
         )
         self.hparams["net"] = to_dict(self.cfg)
-        self.net = GPT(self.cfg)
+        self.net = parallelize(self, lambda: GPT(self.cfg))  # the strategy's sharding plan
 
     def forward(self, idx: Tensor) -> Tensor:
         """Token ids (B, T) -> logits (B, T, vocab_size)."""

@@ -1,0 +1,234 @@
+"""Non-finite guard: a NaN or Inf loss or gradient is caught at the step where it happens.
+
+Every backward pass records whether its loss was finite; just before each optimizer step (after backward,
+before the update, so the weights are still those of the previous step) the gradients of that optimizer's
+parameters are checked too, and all ranks agree through one small all-reduce. Then, by `mode`:
+
+- `stop` (default): save the last good state (weights, optimizer and loop state before the bad update) as
+  `<checkpoints>/nonfinite-step=<k>.ckpt` and end the run with one line (exit status 2) naming step k and
+  the culprit: `loss`, or the first parameter whose gradient is non-finite.
+- `skip`: drop the gradients so that the optimizer step changes nothing, count it and go on; after
+  `max_skips` skipped steps, stop as above. The LR schedule and `trainer.global_step` still advance over a
+  skipped step; the count is logged as `nonfinite_skipped`.
+- `off`: no checks.
+
+Either way the persistent buffers (BatchNorm running statistics and counts), which the bad batch's forward
+pass has already updated, are put back as they were before the step.
+
+Set from the command line (`--nonfinite.mode skip --nonfinite.max_skips 20`) or a recipe (`nonfinite:`
+with `mode` and `max_skips`).
+
+Works with automatic and manual optimization (the GAN): Lightning calls `on_before_optimizer_step` from
+inside every `optimizer.step()`. With a fp16 GradScaler, Inf gradients are the scaler's business (it skips
+those steps itself), so only the loss is checked. Step k counts optimizer steps from 1: the update that
+would take `trainer.global_step` from k-1 to k.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from bigtrain.checkpoint import CHECKPOINT_DIR
+from bigtrain.errors import UserError
+
+Mode = Literal["skip", "stop", "off"]
+PREFIX = "nonfinite-step="
+
+
+class NonFiniteError(UserError):
+    """A non-finite loss or gradient ended the run (after saving the last good state)."""
+
+
+class NonFiniteGuard(Callback):
+    """Catch a NaN/Inf loss or gradient before it reaches the weights; skip the step or stop the run."""
+
+    def __init__(self, mode: Mode = "stop", max_skips: int = 10) -> None:
+        """Guard every optimizer step against non-finite losses and gradients.
+
+        Args:
+            mode: stop (save the last good state, then end the run with an error), skip (leave the weights
+                unchanged for that step and go on, at most `max_skips` times), or off.
+            max_skips: In skip mode, the number of steps that may be skipped before the run stops.
+        """
+        super().__init__()
+        if mode not in ("skip", "stop", "off"):
+            raise UserError(f"nonfinite.mode must be one of skip, stop, off; got {mode!r}")
+        if max_skips < 0:
+            raise UserError(f"nonfinite.max_skips must be >= 0, got {max_skips}")
+        self.mode = mode
+        self.max_skips = max_skips
+        self.skipped = 0
+        self._loss_bad: torch.Tensor | None = None
+        self._buffers: dict[str, torch.Tensor] = {}
+        self._snapshot_due = True
+
+    # State -------------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """The skip count survives a resume, so `max_skips` limits the whole run."""
+        return {"skipped": self.skipped}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # noqa: D102
+        self.skipped = int(state_dict.get("skipped", 0))
+
+    # Checks ------------------------------------------------------------------------------------------
+
+    def on_train_batch_start(  # noqa: D102
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self.mode != "off" and self._snapshot_due:
+            # Forward passes update running statistics (BatchNorm) before any check can run: a bad step's
+            # are undone from this copy, taken at the first batch of each optimizer step.
+            self._buffers = {name: buf.detach().clone() for name, buf in persistent_buffers(pl_module)}
+            self._snapshot_due = False
+
+    def on_before_backward(  # noqa: D102
+        self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor
+    ) -> None:
+        if self.mode == "off":
+            return
+        # Kept as a tensor: no device sync until the one at the optimizer step.
+        bad = ~torch.isfinite(loss.detach()).all()
+        self._loss_bad = bad if self._loss_bad is None else self._loss_bad | bad
+
+    def on_before_optimizer_step(  # noqa: D102
+        self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        if self.mode == "off":
+            return
+        loss_bad, self._loss_bad = self._loss_bad, None
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        check_grads = getattr(trainer.precision_plugin, "scaler", None) is None
+        culprit = self._agree(trainer, loss_bad, params if check_grads else [])
+        if culprit is None:
+            self._snapshot_due = True
+            return
+        step = trainer.global_step + 1
+        if culprit != "loss":
+            culprit = f"gradient of {parameter_name(pl_module, params[culprit])}"
+        self._restore_buffers(pl_module)
+        if self.mode == "skip" and self.skipped < self.max_skips:
+            self._skip(trainer, params, step, culprit)
+            return
+        self._stop(trainer, step, culprit)
+
+    def _agree(
+        self, trainer: Trainer, loss_bad: torch.Tensor | None, params: list[torch.Tensor]
+    ) -> int | str | None:
+        """'loss', the index of the first parameter with a non-finite gradient, or None; rank-independent."""
+        device = trainer.strategy.root_device
+        loss_flag = loss_bad.float().to(device) if loss_bad is not None else torch.zeros((), device=device)
+        first = first_nonfinite(params).to(device=device, dtype=torch.float32)
+        # One all-reduce (and the only host sync): max of (loss is bad anywhere, -first bad gradient index).
+        local = torch.stack([loss_flag, -first])
+        loss_any, neg_first = trainer.strategy.reduce(local, reduce_op="max").tolist()
+        if loss_any > 0:
+            return "loss"
+        return int(-neg_first) if -neg_first < len(params) else None
+
+    def _restore_buffers(self, pl_module: LightningModule) -> None:
+        with torch.no_grad():
+            for name, buf in persistent_buffers(pl_module):
+                if name in self._buffers:
+                    buf.copy_(self._buffers[name])
+
+    def _skip(self, trainer: Trainer, params: list[torch.Tensor], step: int, culprit: str) -> None:
+        for p in params:
+            p.grad = None  # optimizers leave a parameter without a gradient untouched
+        self.skipped += 1
+        self._snapshot_due = True
+        if trainer.is_global_zero:
+            print(
+                f"bigtrain: warning: non-finite {culprit} at step {step}: step skipped "
+                f"({self.skipped} of at most {self.max_skips})",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def _stop(self, trainer: Trainer, step: int, culprit: str) -> None:
+        path = self.save(trainer, step)
+        why = f" after {self.skipped} skipped step(s) (nonfinite.max_skips={self.max_skips})"
+        raise NonFiniteError(
+            f"non-finite {culprit} at step {step}{why if self.mode == 'skip' else ''}; "
+            f"saved the state after step {step - 1} to {path}"
+        )
+
+    def on_train_batch_end(  # noqa: D102
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self.mode == "skip":
+            pl_module.log("nonfinite_skipped", float(self.skipped), on_step=True, on_epoch=False)
+
+    # Saving ------------------------------------------------------------------------------------------
+
+    def checkpoint_folder(self, trainer: Trainer) -> Path:
+        """The ModelCheckpoint folder when there is one, else `<default_root_dir>/checkpoints`."""
+        callback = trainer.checkpoint_callback
+        if callback is not None and getattr(callback, "dirpath", None):
+            return Path(callback.dirpath)
+        return Path(trainer.default_root_dir) / CHECKPOINT_DIR
+
+    def save(self, trainer: Trainer, step: int) -> Path:
+        """Save the current (last good) state atomically on every rank's behalf; returns its path."""
+        folder = self.checkpoint_folder(trainer)
+        final = folder / f"{PREFIX}{step}.ckpt"
+        partial = folder / f".{final.name}.tmp"
+        if trainer.is_global_zero:
+            folder.mkdir(parents=True, exist_ok=True)
+            _remove(partial)
+        trainer.strategy.barrier("bigtrain-nonfinite-prepare")
+        trainer.save_checkpoint(partial)  # collective for sharded strategies
+        if trainer.is_global_zero:
+            _remove(final)
+            os.replace(partial, final)
+        trainer.strategy.barrier("bigtrain-nonfinite-saved")
+        return final
+
+
+def first_nonfinite(params: list[torch.Tensor]) -> torch.Tensor:
+    """Index of the first parameter whose (local shard of the) gradient holds a NaN or Inf, else
+    len(params); a 0-d tensor, so that no host sync happens here."""
+    n = len(params)
+    indices = [i for i, p in enumerate(params) if p.grad is not None]
+    if not indices:
+        return torch.tensor(n)
+    finite = torch.stack([torch.isfinite(_local(params[i].grad)).all() for i in indices])
+    where = torch.tensor(indices, device=finite.device)
+    return torch.where(finite, torch.full_like(where, n), where).min()
+
+
+def persistent_buffers(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """The buffers a checkpoint keeps (BatchNorm statistics and counters, and the like), by dotted name."""
+    out = []
+    for prefix, sub in module.named_modules():
+        for name, buf in sub._buffers.items():
+            if buf is not None and name not in sub._non_persistent_buffers_set:
+                out.append((f"{prefix}.{name}" if prefix else name, buf))
+    return out
+
+
+def parameter_name(module: torch.nn.Module, param: torch.Tensor) -> str:
+    """The dotted name of `param` in `module` (or its shape when it is not a parameter of `module`)."""
+    for name, p in module.named_parameters():
+        if p is param:
+            return f"'{name}'"
+    return f"a parameter of shape {tuple(param.shape)}"
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    # A DTensor (FSDP2, tensor parallel) is checked through this rank's shard; the ranks then agree.
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()

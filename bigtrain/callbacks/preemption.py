@@ -1,0 +1,174 @@
+"""Preemption: on SIGUSR1 (or SIGTERM under SLURM) stop at a step boundary, checkpoint, requeue, exit.
+
+SLURM warns a job before its time limit (`#SBATCH --signal=USR1@90`) and before a preemption (SIGTERM,
+then SIGKILL after `KillWait`). The handler only records the signal: saving inside a signal handler can
+interrupt a collective or an optimizer step half-way. At the end of the next optimizer step every rank
+votes (any rank that saw the signal stops all of them, so they stop at the same step), the checkpoint is
+written under a temporary name and renamed when complete, global rank 0 runs `scontrol requeue`, and every
+rank exits. The requeued job starts again with `--ckpt_path auto` and resumes from that checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from bigtrain.checkpoint import CHECKPOINT_DIR
+
+# EX_TEMPFAIL: "temporary failure, the user is invited to retry" -- the run is saved, not finished.
+EXIT_NOT_REQUEUED = 75
+PREFIX = "preempt-step="
+
+
+def slurm_job_id() -> str | None:
+    """The id `scontrol requeue` takes for this job (array jobs: `<array id>_<task id>`), or None."""
+    array_id = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if array_id:
+        return f"{array_id}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def requeue(job_id: str | None) -> tuple[bool, str]:
+    """Ask SLURM to requeue `job_id`; (whether it worked, what happened in a few words)."""
+    if job_id is None:
+        return False, "not a SLURM job, nothing to requeue"
+    scontrol = shutil.which("scontrol")
+    if scontrol is None:
+        return False, f"scontrol not found (inside a container?), cannot requeue SLURM job {job_id}"
+    try:
+        result = subprocess.run(
+            [scontrol, "requeue", job_id], capture_output=True, text=True, timeout=60, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return False, f"scontrol requeue {job_id} timed out"
+    if result.returncode != 0:
+        reason = (result.stderr or result.stdout).strip().splitlines()
+        return False, f"scontrol requeue {job_id} failed: {reason[-1] if reason else result.returncode}"
+    return True, f"requeued SLURM job {job_id}"
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+class Preemption(Callback):
+    """On SIGUSR1 (or SIGTERM under SLURM): checkpoint at the next step boundary, requeue, exit."""
+
+    def __init__(self, dirpath: str | None = None, requeue_signals: tuple[str, ...] = ("SIGUSR1",)) -> None:
+        """`dirpath`: where to save (default: the ModelCheckpoint folder, else `<root>/checkpoints`).
+
+        `requeue_signals`: signal names that trigger the save; SIGTERM is added when running under SLURM,
+        which sends it before killing a preempted or cancelled job.
+        """
+        super().__init__()
+        self.dirpath = dirpath
+        self.requeue_signals = tuple(requeue_signals)
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+        self._last_step = -1
+
+    # Signals ---------------------------------------------------------------------------------------------
+
+    def _signals(self) -> list[signal.Signals]:
+        names = list(self.requeue_signals)
+        if slurm_job_id() is not None and "SIGTERM" not in names:
+            names.append("SIGTERM")
+        return [signal.Signals[name] for name in names]
+
+    def _record(self, signum: int, _frame: Any) -> None:
+        # Only a flag: the save happens at the next step boundary, outside the handler.
+        self.received = signum
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Switch off Lightning's own SLURM requeue, which saves inside its signal handler."""
+        # Runs before Lightning installs its handlers, so this holds even where the Trainer was built
+        # without bigtrain.cluster.environment_plugins().
+        environment = getattr(trainer.strategy, "cluster_environment", None)
+        if environment is None:  # single-device strategies keep it only in the accelerator connector
+            environment = getattr(trainer._accelerator_connector, "cluster_environment", None)
+        if isinstance(environment, SLURMEnvironment):
+            environment.auto_requeue = False
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Install the handlers (after Lightning installed its own, so these replace them)."""
+        self.received = None
+        self._last_step = trainer.global_step
+        for signum in self._signals():
+            self._previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._record)
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Give the signals back to whoever had them before training."""
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._previous = {}
+
+    # Stop, save, requeue ---------------------------------------------------------------------------------
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        """After each optimizer step, stop every rank if any rank received a signal."""
+        if trainer.global_step == self._last_step:
+            return  # still accumulating gradients: not a step boundary
+        self._last_step = trainer.global_step
+        # A collective on every rank at every step, so all ranks agree on the step they stop at; the max
+        # also tells every rank which signal some rank received.
+        local = torch.tensor(float(self.received or 0), device=trainer.strategy.root_device)
+        signum = int(trainer.strategy.reduce(local, reduce_op="max").item())
+        if signum:
+            self._preempt(trainer, signal.Signals(signum).name)
+
+    def checkpoint_folder(self, trainer: Trainer) -> Path:
+        """Where the preemption checkpoint goes."""
+        if self.dirpath is not None:
+            return Path(self.dirpath)
+        callback = trainer.checkpoint_callback
+        if callback is not None and getattr(callback, "dirpath", None):
+            return Path(callback.dirpath)
+        return Path(trainer.default_root_dir) / CHECKPOINT_DIR
+
+    def save(self, trainer: Trainer) -> Path:
+        """Save a checkpoint of the current step atomically (every rank calls this); returns its path."""
+        folder = self.checkpoint_folder(trainer)
+        final = folder / f"{PREFIX}{trainer.global_step}.ckpt"
+        partial = folder / f".{final.name}.tmp"
+        if trainer.is_global_zero:
+            folder.mkdir(parents=True, exist_ok=True)
+            _remove(partial)  # left by an attempt killed while saving
+        trainer.strategy.barrier("bigtrain-preemption-prepare")
+        trainer.save_checkpoint(partial, weights_only=False)  # collective; ends with a barrier
+        if trainer.is_global_zero:
+            _remove(final)
+            os.replace(partial, final)
+            for older in folder.glob(f"{PREFIX}*.ckpt"):
+                if older != final:
+                    _remove(older)
+        trainer.strategy.barrier("bigtrain-preemption-saved")
+        return final
+
+    def _preempt(self, trainer: Trainer, received: str) -> None:
+        for logger in trainer.loggers:
+            logger.save()
+        path = self.save(trainer)
+        requeued, what = requeue(slurm_job_id()) if trainer.is_global_zero else (False, "")
+        requeued = trainer.strategy.broadcast(requeued, src=0)
+        if trainer.is_global_zero:
+            line = f"preempted by {received} after step {trainer.global_step}: saved {path}; {what}"
+            if not requeued:
+                line += "; run the same command again to resume from it"
+            print(line, file=sys.stderr, flush=True)
+        # Leaving through SystemExit lets Lightning tear down (process group, loggers) on the way out.
+        raise SystemExit(0 if requeued else EXIT_NOT_REQUEUED)

@@ -1,0 +1,349 @@
+"""`bigtrain checkpoint export`: one consolidated file from a run, a Lightning checkpoint or a sharded one.
+
+A sharded checkpoint is the folder ModelParallelStrategy (bigtrain's fsdp) writes: DCP
+(torch.distributed.checkpoint) shards `*.distcp`, DCP's `.metadata`, and Lightning's `meta.pt` (loops,
+hyper-parameters, schedulers). It is read in one process, the way
+`torch.distributed.checkpoint.format_utils.dcp_to_torch_save` does, but without unpickling arbitrary objects:
+DCP's metadata goes through an unpickler that builds only DCP's own metadata classes, and every other object
+through `torch.load(..., weights_only=True)`.
+
+Outputs:
+  weights (default)   the network's tensors, keys as in the unsharded `module.net.state_dict()` (or the
+                      LightningModule's with --module): `torch.save` of a dict of tensors, or safetensors when
+                      the name ends in `.safetensors` (tensors that share memory, such as tied weights, are
+                      written as separate copies, since safetensors refuses shared memory; each key still
+                      loads strictly);
+  --full              a Lightning checkpoint with everything consolidated (weights, optimizer states keyed
+                      by parameter name in the optimizer's order, loops, schedulers, hyper-parameters): it
+                      resumes under any strategy and any number of ranks through `--ckpt_path`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from bigtrain.errors import UserError
+
+NET_PREFIX = "net."
+META_FILE = "meta.pt"
+"""Lightning's file of everything but weights and optimizer states, inside a sharded checkpoint."""
+SAFE_METADATA_CLASSES = {
+    "torch.distributed.checkpoint.metadata": None,  # None: any name in the module (DCP's dataclasses)
+    "torch.distributed.checkpoint.filesystem": {"_StorageInfo"},
+    "torch.serialization": {"_get_layout"},
+    "torch": {"Size"},
+    "pathlib": {"PosixPath", "WindowsPath", "PurePosixPath", "PureWindowsPath"},
+    "collections": {"OrderedDict"},
+    "builtins": {"set", "frozenset", "slice"},
+}
+"""What DCP's pickled `.metadata` may name; dtypes (torch.float32, ...) are allowed too."""
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """An unpickler that builds DCP's metadata classes and nothing else."""
+
+    def find_class(self, module: str, name: str) -> Any:  # noqa: D102
+        import importlib
+
+        import torch
+
+        allowed = SAFE_METADATA_CLASSES.get(module, set())
+        # A dotted name would reach through the module (`metadata.os.system`): never allowed.
+        if "." not in name and (allowed is None or name in allowed):
+            found = getattr(importlib.import_module(module), name, None)
+            if allowed is not None or (isinstance(found, type) and found.__module__ == module):
+                return found
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a checkpoint's metadata")
+
+
+def is_sharded(path: Path) -> bool:
+    """Whether `path` is a distributed checkpoint folder (DCP writes `.metadata` last)."""
+    return path.is_dir() and (path / ".metadata").is_file()
+
+
+def find_source(path: str | Path) -> Path:
+    """The checkpoint a path names: a .ckpt file, a sharded folder, or a run directory's newest checkpoint."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path} does not exist; give a run directory, a .ckpt file or a sharded checkpoint")
+    if path.is_file() or is_sharded(path):
+        return path
+    from bigtrain.checkpoint import find_resume_checkpoint
+
+    found = find_resume_checkpoint(path)
+    if found is None:
+        raise UserError(
+            f"{path} is neither a sharded checkpoint (no .metadata) "
+            "nor a run directory with checkpoints/*.ckpt"
+        )
+    return found
+
+
+def read_sharded(folder: Path) -> dict[str, Any]:
+    """A sharded checkpoint folder as one plain dict of full tensors (in this process's memory)."""
+    import torch
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint._traverse import set_element
+    from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
+    from torch.distributed.checkpoint.metadata import StorageMeta
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
+
+    class Reader(FileSystemReader):
+        def read_metadata(self, *args: Any, **kwargs: Any) -> Any:
+            with self.fs.create_stream(self._get_metadata_path(kwargs.get("rank")), "rb") as file:
+                metadata = _MetadataUnpickler(file).load()
+            if getattr(metadata, "storage_meta", None) is None:
+                metadata.storage_meta = StorageMeta()
+            metadata.storage_meta.load_id = self.load_id
+            return metadata
+
+    class Planner(_EmptyStateDictLoadPlanner):
+        def load_bytes(self, read_item: Any, value: io.BytesIO) -> None:
+            # Non-tensor entries (learning rates, betas, parameter names) are torch.save'd plain data.
+            obj = torch.load(value, weights_only=True)
+            if self.flatten_state_dict:
+                set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], obj)
+            else:
+                self.state_dict[read_item.dest_index.fqn] = obj
+
+    reader = Reader(folder)
+    try:
+        reader.read_metadata()  # first on its own: DCP would bury a refusal in a CheckpointException
+    except pickle.UnpicklingError as err:
+        raise UserError(f"{folder}: {err}") from err
+    state: dict[str, Any] = {}
+    _load_state_dict(state, storage_reader=reader, planner=Planner(), no_dist=True)
+    return state
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A Lightning checkpoint (file or sharded folder) as plain data: state_dict, optimizer_states, ..."""
+    import torch
+
+    if is_sharded(path):
+        state = read_sharded(path)
+        meta = _torch_load(path / META_FILE) if (path / META_FILE).is_file() else {}
+        optims = sorted((k for k in state if k.startswith("optimizer_")), key=lambda k: int(k.split("_")[1]))
+        checkpoint = {**meta, "state_dict": state.get("state_dict", {})}
+        checkpoint["optimizer_states"] = [state[k] for k in optims]
+    else:
+        checkpoint = _torch_load(path)
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), Mapping):
+        raise UserError(f"{path} is not a Lightning checkpoint: it has no 'state_dict'")
+    if not all(isinstance(v, torch.Tensor) for v in checkpoint["state_dict"].values()):
+        raise UserError(f"{path}: the state_dict holds values that are not tensors")
+    return checkpoint
+
+
+def _torch_load(path: Path) -> Any:
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{path} holds objects other than tensors and plain data ({first})") from err
+    except (RuntimeError, EOFError, ValueError) as err:
+        raise UserError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__})") from err
+
+
+def network_weights(state_dict: Mapping[str, Any], keep_module_keys: bool = False) -> dict[str, Any]:
+    """The network's tensors: `net.` stripped from the LightningModule's keys unless told to keep them."""
+    if keep_module_keys or not all(k.startswith(NET_PREFIX) for k in state_dict):
+        return dict(state_dict)
+    return {k[len(NET_PREFIX) :]: v for k, v in state_dict.items()}
+
+
+def named_optimizer_state(state: Mapping[str, Any], names: list[str] | None) -> dict[str, Any]:
+    """An optimizer state keyed by parameter names, in the optimizer's order (as sharded checkpoints hold it).
+
+    torch's `Optimizer.load_state_dict` pairs saved and live parameters by position, whatever the keys, so
+    this form loads under single and ddp; FSDP2's `set_optimizer_state_dict` needs the names. A positional
+    state (from a single-device or DDP checkpoint) is renamed with `names`, the optimizer's parameter names
+    in order; without them it stays positional.
+    """
+    ids = [i for group in state["param_groups"] for i in group["params"]]
+    if names is None or not all(isinstance(i, int) for i in ids):
+        return dict(state)
+    if len(names) != len(ids):
+        raise UserError(
+            f"the checkpoint's optimizer has {len(ids)} parameters but the model's has {len(names)}"
+        )
+    name = dict(zip(ids, names, strict=True))
+    groups = [{**g, "params": [name[i] for i in g["params"]]} for g in state["param_groups"]]
+    return {"state": {name[i]: s for i, s in state["state"].items()}, "param_groups": groups}
+
+
+def standalone(tensors: Mapping[str, Any]) -> dict[str, Any]:
+    """Contiguous CPU tensors that own their memory, one per key (tied or shared ones are copied)."""
+    out, seen = {}, set()
+    for key, tensor in tensors.items():
+        t = tensor.detach().cpu().contiguous()
+        storage = t.untyped_storage()
+        if storage.data_ptr() in seen or storage.nbytes() != t.nbytes:
+            t = t.clone()
+        seen.add(t.untyped_storage().data_ptr())
+        out[key] = t
+    return out
+
+
+def first_difference(expected: Mapping[str, Any], found: Mapping[str, Any]) -> str | None:
+    """The first key missing, unexpected or of another shape in `found` (name -> tensor or shape), or None."""
+    for key, shape in expected.items():
+        if key not in found:
+            return f"key '{key}' of the model is missing from the checkpoint"
+        if tuple(found[key].shape) != tuple(getattr(shape, "shape", shape)):
+            have, want = list(found[key].shape), list(getattr(shape, "shape", shape))
+            return f"key '{key}' has shape {have} in the checkpoint but {want} in the model"
+    extra = [k for k in found if k not in expected]
+    return f"the checkpoint has key '{extra[0]}', which the model has not" if extra else None
+
+
+def meta_module(config: str) -> Any:
+    """The LightningModule a config YAML or recipe describes, its network built on the meta device."""
+    from bigtrain.cli import resolve_config
+    from bigtrain.plan import fill_data_sizes, instantiate, meta_copy, recipe_args
+
+    resolved = resolve_config("fit", recipe_args(config))
+    model, data = instantiate(resolved["model"]), instantiate(resolved["data"])
+    fill_data_sizes(data)
+    return meta_copy(model, data)
+
+
+def optimizer_param_names(module: Any) -> list[list[str]]:
+    """For each optimizer the module configures: its parameters' names, in the optimizer's order."""
+    from lightning.pytorch.core.optimizer import _configure_optimizers
+
+    optimizers, _, _ = _configure_optimizers(module.configure_optimizers())
+    names = {id(p): n for n, p in module.named_parameters()}
+    return [[names[id(p)] for g in opt.param_groups for p in g["params"]] for opt in optimizers]
+
+
+def _run_config(source: Path, given: str | None) -> str | None:
+    if given:
+        return given
+    for folder in (source, source.parent, source.parent.parent):
+        if (folder / "config.yaml").is_file():
+            return str(folder / "config.yaml")
+    return None
+
+
+def model_class_path(config: str) -> str | None:
+    """`model.class_path` of a config YAML or recipe, read without building anything."""
+    import yaml
+
+    from bigtrain.recipes import find
+
+    path = Path(config) if Path(config).is_file() else find(config)
+    model = (yaml.safe_load(path.read_text()) or {}).get("model")
+    return model.get("class_path") if isinstance(model, dict) else None
+
+
+def _resumable(checkpoint: dict[str, Any], weights: dict[str, Any], config: str | None) -> dict[str, Any]:
+    """The full checkpoint: optimizer states keyed by name, and the model class beside its hyper-parameters.
+
+    LightningCLI parses a checkpoint file's hyper-parameters as the model's config when `--ckpt_path` is
+    given; without `_class_path` it cannot tell which LightningModule they belong to and refuses them.
+    """
+    optims = checkpoint.get("optimizer_states", [])
+    positional = any(isinstance(k, int) for o in optims for k in o.get("state", {}))
+    names: list[Any] = [None] * len(optims)
+    if positional and config:
+        names = optimizer_param_names(meta_module(config))
+    elif positional:
+        print(
+            "no config.yaml found (give --config): optimizer states stay positional, fine for single and ddp"
+        )
+    out = {**checkpoint, "state_dict": weights}
+    out["optimizer_states"] = [named_optimizer_state(o, n) for o, n in zip(optims, names, strict=False)]
+    hparams = checkpoint.get("hyper_parameters")
+    class_path = model_class_path(config) if config and isinstance(hparams, dict) else None
+    if class_path and "_class_path" not in hparams:
+        out["hyper_parameters"] = {"_class_path": class_path, **hparams}
+    return out
+
+
+def _save(obj: Any, out: Path, safetensors: bool) -> None:
+    """Write atomically: a partial file never carries the final name."""
+    import torch
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    if safetensors:
+        from safetensors.torch import save_file
+
+        save_file(obj, str(tmp), metadata={"format": "pt"})
+    else:
+        torch.save(obj, tmp)
+    os.replace(tmp, out)
+
+
+def export(
+    source: str | Path,
+    out: str | Path,
+    *,
+    full: bool = False,
+    module_keys: bool = False,
+    strict: bool = False,
+    config: str | None = None,
+) -> Path:
+    """Write the consolidated weights (or, with `full`, a whole Lightning checkpoint) of `source` to `out`."""
+    src, out = find_source(source), Path(out)
+    safetensors = out.suffix == ".safetensors"
+    if full and safetensors:
+        raise UserError("--full writes a Lightning checkpoint; name it .ckpt, not .safetensors")
+    checkpoint = load_checkpoint(src)
+    reference = _run_config(src, config)
+    if strict:
+        if reference is None:
+            raise UserError(f"--strict needs the model's config: no config.yaml beside {src}; give --config")
+        shapes = {k: v.shape for k, v in meta_module(reference).state_dict().items()}
+        diff = first_difference(shapes, checkpoint["state_dict"])
+        if diff:
+            raise UserError(f"{src} does not match the model of {reference}: {diff}")
+    weights = standalone(checkpoint["state_dict"])
+    if full:
+        _save(_resumable(checkpoint, weights, reference), out, safetensors=False)
+    else:
+        _save(network_weights(weights, module_keys), out, safetensors)
+    count = sum(t.numel() for t in weights.values())
+    kind = "sharded checkpoint" if is_sharded(src) else "checkpoint"
+    what = "Lightning checkpoint" if full else f"{len(weights)} tensors"
+    print(f"exported {kind} {src} ({count:,} values) -> {out} ({what})")
+    return out
+
+
+def main(argv: list[str]) -> int:
+    """`bigtrain checkpoint export RUN_OR_CKPT OUT [--full] [--module] [--strict [--config FILE]]`."""
+    parser = argparse.ArgumentParser(prog="bigtrain checkpoint", description="Checkpoint utilities.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    exp = sub.add_parser("export", help="one consolidated file from a run or a (sharded) checkpoint")
+    exp.add_argument(
+        "source", help="a run directory (its newest checkpoint), a .ckpt file or a sharded folder"
+    )
+    exp.add_argument(
+        "out", help="output: NAME.safetensors, NAME.pt (torch.save of tensors), or with --full .ckpt"
+    )
+    exp.add_argument(
+        "--full",
+        action="store_true",
+        help="a consolidated Lightning checkpoint (weights, optimizer, loops): resumes under any strategy",
+    )
+    exp.add_argument("--module", action="store_true", help="keep the LightningModule's keys ('net.' prefix)")
+    exp.add_argument(
+        "--strict", action="store_true", help="fail (exit 2) unless the keys and shapes match the run's model"
+    )
+    exp.add_argument("--config", help="config YAML or recipe of the model for --strict (default: the run's)")
+    args = parser.parse_args(argv)
+    export(
+        args.source, args.out, full=args.full, module_keys=args.module, strict=args.strict, config=args.config
+    )
+    return 0

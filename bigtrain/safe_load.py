@@ -1,0 +1,171 @@
+"""Safe loading: checkpoints are read without ever unpickling arbitrary objects (DESIGN.md convention 7).
+
+A PyTorch checkpoint is a pickle, and a pickle can name any function to call while it loads (`os.system`
+included). Every checkpoint bigtrain reads goes through `torch.load(weights_only=True)`, whose unpickler only
+rebuilds tensors and plain containers, or through `check_sharded`, which vets a distributed checkpoint's
+pickled `.metadata` (torch.distributed.checkpoint reads it with plain `pickle.load`) against the handful of
+classes it may hold before Lightning opens the folder. Whatever cannot be read ends as one UserError line.
+"""
+
+from __future__ import annotations
+
+import builtins
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from bigtrain.errors import UserError
+
+REFUSED = "re-save it with plain tensors"
+
+# Everything a torch.distributed.checkpoint `.metadata` pickle may name: DCP's metadata dataclasses, its
+# storage-info record and a few torch and pathlib types. Exact names only: an allowed module is no licence for
+# its other attributes (`filesystem.os.system` would otherwise resolve).
+_DCP_METADATA = "torch.distributed.checkpoint.metadata"
+_ALLOWED = {
+    ("torch", "Size"),
+    ("torch.serialization", "_get_layout"),  # maps a layout's name to torch.strided etc.
+    ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
+    ("pathlib", "PosixPath"),
+    ("pathlib", "WindowsPath"),
+    ("collections", "OrderedDict"),
+}
+
+
+def load_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
+    """The checkpoint at `path` as a dict of tensors and plain values (on the CPU); UserError if unsafe or
+    unreadable. `mmap=True` maps the tensors instead of reading them (cheap when only checking a file)."""
+    import torch
+
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"checkpoint {path} is a folder (a sharded checkpoint); expected a .ckpt file")
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    is_zip = _is_zip(path)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and is_zip)
+    except pickle.UnpicklingError as err:
+        if not is_zip and not _starts_like_pickle(path):
+            raise unreadable_error(path, err) from err  # not a pickle at all: a stray file, not an attack
+        raise unsafe_error(path, err) from err
+    except (RuntimeError, EOFError, KeyError, ValueError, IndexError, TypeError, OSError) as err:
+        raise unreadable_error(path, err) from err
+    if not isinstance(checkpoint, dict):
+        raise UserError(f"checkpoint {path} holds a {type(checkpoint).__name__}, not a dict of tensors")
+    return checkpoint
+
+
+def check_checkpoint(path: str | Path) -> None:
+    """Raise a one-line UserError unless `path` (a .ckpt file or a sharded checkpoint folder) loads safely."""
+    path = Path(path)
+    if path.is_dir():
+        check_sharded(path)
+    else:
+        load_checkpoint(path, mmap=True)
+
+
+def check_sharded(folder: str | Path) -> None:
+    """Vet a sharded checkpoint folder: only DCP's own classes may appear in its `.metadata` pickle."""
+    folder = Path(folder)
+    metadata = folder / ".metadata"
+    if not metadata.is_file():
+        raise UserError(f"checkpoint {folder} has no .metadata: not a complete sharded checkpoint")
+    if (folder / "meta.pt").is_file():  # Lightning's loop and optimizer state beside the shards
+        load_checkpoint(folder / "meta.pt", mmap=True)
+    try:
+        with metadata.open("rb") as f:
+            _MetadataUnpickler(f).load()
+    except _Refused as err:
+        raise unsafe_error(folder, err) from err
+    except Exception as err:  # noqa: BLE001  (any other failure of a vetted pickle means a damaged file)
+        raise unreadable_error(metadata, err) from err
+
+
+def unsafe_error(path: str | Path | None, err: BaseException) -> UserError:
+    """The one line for a checkpoint that `torch.load(weights_only=True)` refused to unpickle."""
+    message = str(err)
+    which = f"checkpoint {path}" if path is not None else "a checkpoint"
+    found = re.search(r"GLOBAL ([\w.]+)", message)
+    if not found:
+        op = re.search(r"Unsupported operand (\d+)", message)
+        what = f"pickle opcode {op.group(1)}" if op else _last_line(message)
+        return UserError(
+            f"{which} is a pickle that plain tensors do not need ({what}); bigtrain refuses it — {REFUSED}"
+        )
+    name = found.group(1)
+    if "." not in name and hasattr(builtins, name):
+        name = f"builtins.{name}"  # torch names builtins without their module
+    return UserError(f"{which} needs arbitrary code to load (GLOBAL {name}); bigtrain refuses it — {REFUSED}")
+
+
+def unreadable_error(path: str | Path, err: BaseException) -> UserError:
+    """The one line for a checkpoint that is truncated, corrupt or not a checkpoint at all."""
+    size = Path(path).stat().st_size if Path(path).is_file() else 0
+    if size == 0:
+        detail = "the file is empty"
+    elif "central directory" in str(err) or isinstance(err, (EOFError, zipfile.BadZipFile)):
+        detail = "the file is truncated or corrupt"
+    elif not _is_zip(Path(path)):
+        detail = "not a PyTorch checkpoint"
+    else:
+        detail = f"{type(err).__name__}: {_last_line(str(err)) or 'unreadable'}"
+    return UserError(f"checkpoint {path} cannot be read ({detail}, {size} bytes); use another checkpoint")
+
+
+def is_refusal(err: BaseException) -> bool:
+    """Whether `err` is torch.load's weights-only refusal (for translating errors raised inside Lightning)."""
+    return isinstance(err, pickle.UnpicklingError)
+
+
+class _Refused(pickle.UnpicklingError):
+    pass
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if "." not in name:
+            if (module, name) in _ALLOWED:
+                return super().find_class(module, name)
+            if module == _DCP_METADATA:
+                found = super().find_class(module, name)
+                if isinstance(found, type) and found.__module__ == _DCP_METADATA:
+                    return found  # a dataclass or enum: building one runs no code of the file's choosing
+            if module == "torch":
+                found = super().find_class(module, name)
+                if _is_torch_constant(found):
+                    return found  # a dtype, layout or memory format
+        raise _Refused(f"GLOBAL {module}.{name}")
+
+
+def _is_torch_constant(value: Any) -> bool:
+    import torch
+
+    return isinstance(value, (torch.dtype, torch.layout, torch.memory_format))
+
+
+def _is_zip(path: Path) -> bool:
+    # torch.load can map only the zip format; a legacy or damaged file is read normally (and then refused).
+    return zipfile.is_zipfile(path)
+
+
+def _starts_like_pickle(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(1) == b"\x80"  # the PROTO opcode every pickle since protocol 2 starts with
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+__all__ = [
+    "check_checkpoint",
+    "check_sharded",
+    "is_refusal",
+    "load_checkpoint",
+    "unreadable_error",
+    "unsafe_error",
+]

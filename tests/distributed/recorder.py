@@ -1,0 +1,46 @@
+"""Test-only callback: each step's training losses (mean over ranks) and the final full weights.
+
+Launched runs import it by name (`--trainer.callbacks+=recorder.Record`) with this folder on PYTHONPATH.
+It writes into the run directory: `losses.json` ({name: [value per step]}) and `weights.safetensors` (the
+consolidated state dict, gathered from every rank's shards), both on rank 0.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+
+class Record(Callback):
+    """Records the training losses of every step and the final weights of the run."""
+
+    def __init__(self) -> None:
+        self.losses: dict[str, list[float]] = {}
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: D102
+        metrics = trainer.callback_metrics
+        names = sorted(k for k in metrics if k.startswith("train/") and k.endswith("loss"))
+        if not names:
+            names = sorted(k for k in metrics if k.startswith("train/") and k.endswith("loss_step"))
+        values = torch.stack([metrics[k].detach().float().reshape(()) for k in names]).to(
+            trainer.strategy.root_device
+        )
+        # The mean over ranks of per-rank mean losses is the global batch's mean loss (equal shares).
+        values = trainer.strategy.reduce(values, reduce_op="mean")
+        for name, value in zip(names, values.tolist(), strict=True):
+            self.losses.setdefault(name.removesuffix("_step"), []).append(value)
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
+        from safetensors.torch import save_file
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        state = get_model_state_dict(pl_module, options=options)
+        if trainer.is_global_zero:
+            folder = Path(trainer.default_root_dir)
+            (folder / "losses.json").write_text(json.dumps(self.losses))
+            weights = {k: v.detach().contiguous() for k, v in state.items()}
+            save_file(weights, str(folder / "weights.safetensors"))

@@ -1,0 +1,42 @@
+"""Run several `bigtrain fit` commands in one process (or one torchrun launch), to pay start-up once.
+
+usage: python run_fits.py SPEC.json            (one process)
+       torchrun --nproc-per-node N run_fits.py SPEC.json
+
+SPEC.json is {name: [bigtrain fit arguments]}. Each fit goes through the real command line (LightningCLI,
+recipe expansion, the strategy setting); every rank runs the same fits in the same order, so the process
+group formed by the first is reused by the rest. A fit that ends with a UserError leaves its one-line
+message in `<run_dir>/error.txt` (every rank fails alike) and the next fit runs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from bigtrain.errors import UserError
+from bigtrain.lightning_cli import run
+
+
+def _run_dir(args: list[str]) -> Path:
+    return Path(args[args.index("--run_dir") + 1])
+
+
+def main(spec_path: str) -> None:
+    """Run every fit of the spec in order."""
+    spec: dict[str, list[str]] = json.loads(Path(spec_path).read_text())
+    for name, args in spec.items():
+        start = time.perf_counter()
+        try:
+            run("fit", args)
+        except UserError as err:
+            _run_dir(args).mkdir(parents=True, exist_ok=True)
+            (_run_dir(args) / "error.txt").write_text(str(err))
+        (_run_dir(args) / "seconds.txt").write_text(f"{time.perf_counter() - start:.2f}")
+        print(f"run_fits: {name} done", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,46 @@
+"""Test-only callbacks for the non-finite guard tests, loaded by `bigtrain fit` subprocesses.
+
+`--trainer.callbacks+=nonfinite_helpers.PoisonBatch --trainer.callbacks.step K` fills the inputs of the
+batch of optimizer step K with NaN; `RecordWeights` saves the weights after chosen steps, so a test can
+compare a checkpoint with the state after step K-1 from the same run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+
+class PoisonBatch(Callback):
+    """Fill the floating-point tensors of the batch of optimizer step `step` (from 1) with `value`."""
+
+    def __init__(self, step: int, value: float = float("nan")) -> None:
+        self.step = step
+        self.value = value
+
+    def on_train_batch_start(  # noqa: D102
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_step + 1 == self.step:
+            for tensor in batch if isinstance(batch, (list, tuple)) else [batch]:
+                if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
+                    tensor.fill_(self.value)
+
+
+class RecordWeights(Callback):
+    """Save `state_dict()` after each of the optimizer steps `steps` to `<folder>/step<k>.pt`."""
+
+    def __init__(self, folder: str, steps: list[int]) -> None:
+        self.folder = Path(folder)
+        self.steps = set(steps)
+
+    def on_train_batch_end(  # noqa: D102
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_step in self.steps:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+            torch.save(state, self.folder / f"step{trainer.global_step}.pt")
