@@ -149,9 +149,10 @@ def load_run(run_dir: Path) -> dict[str, Any]:
 
 def choose_stop(steps: list[dict[str, Any]], total: int) -> int:
     """A step near total/2 that ends a batch in the middle of an epoch (the last step if none does)."""
-    mid = [s["step"] for s in steps if 0 < s["step"] < total and s["batch"] < s["batches"] - 1]
+    ends = {s["step"]: s for s in steps}  # the batch that made each step (the last of its micro-batches)
+    mid = [step for step, s in ends.items() if 0 < step < total and s["batch"] < s["batches"] - 1]
     if not mid:
-        return max(s["step"] for s in steps if s["step"] < total)
+        return max(step for step in ends if step < total)
     return min(mid, key=lambda step: (abs(step - total / 2), step))
 
 
@@ -247,10 +248,18 @@ def _runs(opts: Options, root: Path) -> tuple[dict[str, Any], dict[str, Any], di
     label = f"3/3 resumed (--ckpt_path auto) from step {at['step']} to {opts.steps}"
     args = [*base, "--ckpt_path", "auto"]
     resumed = _phase(label, run, args, root / "record-resumed", root / "resumed.log", opts.resume_args)
-    if not resumed["steps"] or resumed["steps"][0]["step"] <= at["step"]:
-        first = resumed["steps"][0]["step"] if resumed["steps"] else "none"
-        raise RunFailed(f"the resumed run did not continue after step {at['step']} (its first step: {first})")
+    if not resumed["steps"]:
+        raise RunFailed("the resumed run trained no batch")
     return full, stopped, resumed
+
+
+def resumed_where_stopped(stopped: list[dict], resumed: list[dict]) -> str | None:
+    """None when the resumed run's first batch is the one after the stop; else what happened, in words."""
+    at, first = stopped[-1], resumed[0]
+    after = (at["epoch"], at["batch"] + 1) if at["batch"] + 1 < at["batches"] else (at["epoch"] + 1, 0)
+    if (first["epoch"], first["batch"]) == after:
+        return None
+    return f"the resumed run began at {_where(first)}, not with the batch after the stop at {_where(at)}"
 
 
 def verify(opts: Options, root: Path) -> bool:
@@ -258,6 +267,10 @@ def verify(opts: Options, root: Path) -> bool:
     print(f"verify-resume {opts.recipe}: {opts.steps} steps, in {root}", flush=True)
     full, stopped, resumed = _runs(opts, root)
     print(_validation_note(full, resumed))
+    where = resumed_where_stopped(stopped["steps"], resumed["steps"])
+    if where is not None:
+        print(f"resume is NOT exact: {where}")
+        return False
     losses = first_loss_difference(full["steps"], stopped["steps"], resumed["steps"])
     count, weights = weight_difference(full, resumed)
     if losses is None and weights is None:

@@ -6,11 +6,19 @@ import pytest
 import torch
 
 from bigtrain.errors import UserError
-from bigtrain.verify_resume import choose_stop, first_loss_difference, main, parse, weight_difference
+from bigtrain.verify_resume import (
+    choose_stop,
+    first_loss_difference,
+    main,
+    parse,
+    resumed_where_stopped,
+    weight_difference,
+)
 
 # Tiny runs of each family's recipe. Between them: image augmentation, two loader workers, a change of
-# worker count across the resume, dropout (transformer, rnn), VAE sampling noise, the GAN's two optimizer
-# steps per batch, validation due at the stop step, and epoch boundaries crossed after the resume.
+# worker count across the resume, dropout (transformer, rnn), gradient accumulation (rnn), VAE sampling
+# noise, the GAN's two optimizer steps per batch, validation due at the stop step, and epoch boundaries
+# crossed after the resume.
 FAMILIES = {
     "cnn": (
         ["cnn/glyphs", "--data.num_samples", "256", "--data.batch_size", "32"]
@@ -27,7 +35,8 @@ FAMILIES = {
             "--data.block_size",
             "32",
         ]
-        + ["--model.net.dropout", "0.2", "--model.sample_tokens", "16", "--trainer.limit_val_batches", "2"],
+        + ["--model.net.dropout", "0.2", "--model.sample_tokens", "16", "--trainer.limit_val_batches", "2"]
+        + ["--data.micro_batch_size", "8"],  # gradient accumulation over 2 micro-batches
         5,
     ),
     "transformer": (
@@ -161,7 +170,21 @@ def test_the_first_differing_weight_tensor_is_named_in_module_order():
     assert (count, message) == (2, "1 of 2 weight tensors differ, first a.weight (max |difference| 0.5)")
 
 
+def test_a_resume_that_does_not_continue_after_the_stop_is_named():
+    steps = _steps([1.0] * 8)
+    assert resumed_where_stopped(steps[:4], steps[4:]) is None  # the next epoch's first batch
+    assert resumed_where_stopped(steps[:5], steps[5:]) is None
+    assert resumed_where_stopped(steps[:5], steps[:3]) == (
+        "the resumed run began at step 1 (epoch 0, batch 1 of 4), not with the batch after the stop at "
+        "step 5 (epoch 1, batch 1 of 4)"
+    )
+
+
 def test_the_default_stop_is_mid_epoch_near_the_middle():
     steps = _steps([1.0] * 12)  # epochs of 4 batches: steps 4, 8, 12 end an epoch
     assert choose_stop(steps, 12) == 6
     assert choose_stop(_steps([1.0] * 8, batches=2), 8) == 3  # 3 and 5 are as near: the earlier one
+    micro = _steps([1.0] * 16)  # 2 micro-batches a step: step 2 ends with batch 4, the end of epoch 0
+    for i, entry in enumerate(micro):
+        entry["step"] = i // 2 + 1
+    assert choose_stop(micro, 4) == 1  # not 2, nearer the middle, but made by the last batch of epoch 0
