@@ -49,7 +49,13 @@ class BigtrainCLI(LightningCLI):
 
     def _parse_ckpt_path(self) -> None:
         """Vet `--ckpt_path FILE|DIR` before anything loads it: one line if missing, unsafe or corrupt."""
-        path = self.config[self.config.subcommand].get("ckpt_path") if self.config.get("subcommand") else None
+        cfg = self.config[self.config.subcommand] if self.config.get("subcommand") else {}
+        if cfg.get("weights_only") is False:
+            raise UserError(
+                "--weights_only false would let a checkpoint run arbitrary code; bigtrain loads only plain "
+                "tensors (leave it unset)"
+            )
+        path = cfg.get("ckpt_path")
         if path and path not in _CKPT_PATH_WORDS:
             from bigtrain.safe_load import check_checkpoint
 
@@ -255,9 +261,11 @@ def _check_yaml_files(args: list[str]) -> None:
     reports only the parser's first complaint, without the file)."""
     import yaml
 
-    for flag, value in zip(args, args[1:], strict=False):
+    values = [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+    values += [value for flag, value in zip(args, args[1:], strict=False) if flag in ("--config", "-c")]
+    for value in values:
         path = Path(value)
-        if flag in ("--config", "-c") and path.is_file():
+        if path.is_file():
             try:
                 yaml.safe_load(path.read_text(encoding="utf-8", errors="replace"))
             except yaml.YAMLError as err:

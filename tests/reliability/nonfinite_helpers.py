@@ -17,13 +17,16 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 class PoisonBatch(Callback):
     """Fill the floating-point tensors of the batch of optimizer step `step` (from 1) with `value`."""
 
-    def __init__(self, step: int, value: float = float("nan")) -> None:
+    def __init__(self, step: int, value: float = float("nan"), rank: int | None = None) -> None:
         self.step = step
         self.value = value
+        self.rank = rank  # None: every rank
 
     def on_train_batch_start(  # noqa: D102
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
+        if self.rank not in (None, trainer.global_rank):
+            return
         if trainer.global_step + 1 == self.step:
             for tensor in batch if isinstance(batch, (list, tuple)) else [batch]:
                 if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
@@ -31,7 +34,7 @@ class PoisonBatch(Callback):
 
 
 class RecordWeights(Callback):
-    """Save `state_dict()` after each of the optimizer steps `steps` to `<folder>/step<k>.pt`."""
+    """Save `state_dict()` after each of the optimizer steps `steps` to `<folder>/step<k>-rank<r>.pt`."""
 
     def __init__(self, folder: str, steps: list[int]) -> None:
         self.folder = Path(folder)
@@ -43,4 +46,4 @@ class RecordWeights(Callback):
         if trainer.global_step in self.steps:
             self.folder.mkdir(parents=True, exist_ok=True)
             state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
-            torch.save(state, self.folder / f"step{trainer.global_step}.pt")
+            torch.save(state, self.folder / f"step{trainer.global_step}-rank{trainer.global_rank}.pt")

@@ -61,11 +61,9 @@ CASES = [
     Case("yaml-top-key", _yaml("top-typo"), (), "trainr"),
     Case("yaml-trainer-key", _yaml("trainer-typo"), (), "'trainer.max_epochs'"),
     Case("yaml-net-key", _yaml("net-typo"), (), "'model.net.widht'"),
-    Case("yaml-data-key", _yaml("data-typo"), (), "'data.val_fraction'"),
     Case("yaml-syntax", _yaml("broken"), (), "broken.yaml is not valid YAML"),
     # wrong types
     Case("type-batch", GLYPHS, ("--data.batch_size", "many"), "'data.batch_size'"),
-    Case("type-steps", GLYPHS, ("--trainer.max_steps", "1.5"), "'trainer.max_steps'"),
     Case("yaml-type-epochs", _yaml("epochs-type"), (), "'trainer.max_epochs'"),
     # bad values
     Case("negative-lr", GLYPHS, ("--model.optim.lr", "-0.1"), "model.optim.lr"),
@@ -79,9 +77,9 @@ CASES = [
     # paths
     Case("unknown-recipe", ("fit", "--recipe", "cnn/glyphz"), (), "cnn/glyphs"),
     Case("missing-config", ("fit", "--config", "no/such/recipe.yaml"), (), "no/such/recipe.yaml"),
-    Case("config-is-folder", ("fit", "--config", "{d}/folder"), (), "folder"),
     Case("missing-data-path", DIGITS, ("--data.path", "no/such/digits.csv.gz"), "no/such/digits.csv.gz"),
     Case("data-path-is-folder", DIGITS, ("--data.path", "{d}/folder"), "folder"),
+    Case("unsafe-weights-only", GLYPHS, ("--weights_only", "false"), "--weights_only false"),
     # data files
     Case("empty-text", TEXT, ("--data.source", "text", "--data.path", "{d}/empty.txt"), "empty.txt"),
     Case("not-utf8", TEXT, ("--data.source", "text", "--data.path", "{d}/latin1.txt"), "not UTF-8"),
@@ -140,7 +138,6 @@ def _write_recipes(folder: Path) -> None:
     (folder / "top-typo.yaml").write_text(yaml.safe_dump(config))
     variant("trainer-typo", "trainer", "max_epoch", 3)
     variant("net-typo", "model", "init_args", "net", "widht", 3)
-    variant("data-typo", "data", "init_args", "val_fracton", 0.1)
     variant("epochs-type", "trainer", "max_epochs", "three")
     (folder / "broken.yaml").write_text("trainer:\n  max_epochs: 3\n model: [\n")
 

@@ -20,13 +20,17 @@ QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.limit_val_batches"
 SMALL_CNN = ["fit", "--recipe", "cnn/glyphs", "--data.num_samples", "512", *QUIET]
 
 
-def _cli_args(run_dir: Path, poison_step: int, record: list[int]) -> list[str]:
+def _cli_args(
+    run_dir: Path, poison_step: int, record: list[int], poison_rank: int | None = None
+) -> list[str]:
+    rank = ["--trainer.callbacks.rank", str(poison_rank)] if poison_rank is not None else []
     return [
         "--run_dir",
         str(run_dir),
         "--trainer.callbacks+=nonfinite_helpers.PoisonBatch",
         "--trainer.callbacks.step",
         str(poison_step),
+        *rank,
         "--trainer.callbacks+=nonfinite_helpers.RecordWeights",
         "--trainer.callbacks.folder",
         str(run_dir / "recorded"),
@@ -63,7 +67,7 @@ def test_stop_saves_the_state_before_the_bad_step(bigtrain_cmd, tmp_path):
     assert checkpoint["global_step"] == 3
     state = checkpoint["state_dict"]
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
-    _assert_equal_states(state, _weights(run_dir / "recorded" / "step3.pt"))
+    _assert_equal_states(state, _weights(run_dir / "recorded" / "step3-rank0.pt"))
     assert not list((run_dir / "checkpoints").glob(".*.tmp"))
 
 
@@ -85,10 +89,30 @@ def test_skip_leaves_the_weights_alone_and_goes_on(bigtrain_cmd, tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["global_step"] == 5 and metrics["nonfinite_skipped"] == 1
     recorded = run_dir / "recorded"
-    _assert_equal_states(_weights(recorded / "step3.pt"), _weights(recorded / "step2.pt"))
-    final = _weights(recorded / "step5.pt")
+    _assert_equal_states(_weights(recorded / "step3-rank0.pt"), _weights(recorded / "step2-rank0.pt"))
+    final = _weights(recorded / "step5-rank0.pt")
     assert all(torch.isfinite(v).all() for v in final.values() if v.is_floating_point())
-    assert not torch.equal(final["net.head.weight"], _weights(recorded / "step3.pt")["net.head.weight"])
+    assert not torch.equal(final["net.head.weight"], _weights(recorded / "step3-rank0.pt")["net.head.weight"])
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_ranks_agree_when_one_rank_goes_non_finite(bigtrain_cmd, tmp_path):
+    """DDP on 2 CPU ranks, NaN only in rank 1's batch at step 3: both ranks skip that step together and stay
+    identical (rank 0's own loss was finite: the all-reduced flag decides)."""
+    run_dir = tmp_path / "run"
+    ddp = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
+    args = [*SMALL_CNN, *ddp, "--trainer.max_steps", "5", "--nonfinite.mode", "skip"]
+    out = _run(bigtrain_cmd, *args, *_cli_args(run_dir, 3, [2, 3, 5], poison_rank=1))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stderr.count("non-finite loss at step 3: step skipped") == 1  # said once, by rank 0
+    assert json.loads((run_dir / "metrics.json").read_text())["nonfinite_skipped"] == 1
+    recorded = run_dir / "recorded"
+    for step in (2, 3, 5):
+        _assert_equal_states(
+            _weights(recorded / f"step{step}-rank0.pt"), _weights(recorded / f"step{step}-rank1.pt")
+        )
+    _assert_equal_states(_weights(recorded / "step3-rank1.pt"), _weights(recorded / "step2-rank1.pt"))
 
 
 def test_stop_works_for_the_gan_manual_optimization(bigtrain_cmd, tmp_path):
@@ -100,7 +124,7 @@ def test_stop_works_for_the_gan_manual_optimization(bigtrain_cmd, tmp_path):
     assert out.returncode == 2, out.stderr[-3000:]
     assert out.stderr.strip().splitlines()[-1].startswith("bigtrain: error: non-finite loss at step 5;")
     state = load_checkpoint(run_dir / "checkpoints" / "nonfinite-step=5.ckpt")["state_dict"]
-    _assert_equal_states(state, _weights(run_dir / "recorded" / "step4.pt"))
+    _assert_equal_states(state, _weights(run_dir / "recorded" / "step4-rank0.pt"))
 
 
 # In one process: the gradient culprit, the skip limit, manual optimization --------------------------------
