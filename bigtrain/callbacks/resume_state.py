@@ -12,7 +12,7 @@ validation that was due at the step a checkpoint was saved, so validation must n
 training uses; as a bonus, changing how often a run validates does not change how it trains.
 
 A checkpoint written by the epoch-end hooks of a run that stopped mid-epoch (`max_steps`) is resumed
-mid-epoch too (see `unfinish_stopped_epoch`), so a run continued with a larger `max_steps` equals one
+mid-epoch too (see `settle_epoch_end`), so a run continued with a larger `max_steps` equals one
 long run.
 """
 
@@ -71,21 +71,44 @@ def _gather(trainer: Trainer, state: RNGState) -> RNGState:
     return gathered
 
 
-def unfinish_stopped_epoch(checkpoint: dict[str, Any]) -> None:
-    """Count an epoch that a run left mid-way as unfinished in a checkpoint's loop state (in place).
+def settle_epoch_end(checkpoint: dict[str, Any]) -> None:
+    """Make a checkpoint saved by epoch-end hooks resume where the run really was (its loop state, in place).
 
-    A run that stops mid-epoch (`max_steps`, a stop request) still runs its epoch-end hooks, and a checkpoint
-    saved there (`last.ckpt`) records the epoch as processed. Resumed as it is, Lightning finishes the
-    epoch's remaining batches while telling the sampler the next epoch's number: other samples, and every
-    later epoch shifted by one. Counted as unfinished, it resumes mid-epoch like any other checkpoint.
+    Epoch-end hooks (ModelCheckpoint's epoch-end save, `last.ckpt` of a run that stops) run after the loop
+    counts the epoch as processed but before it counts it as completed, and Lightning's restart from that
+    state is wrong when training is bounded by steps:
+
+    - an epoch that ran to its last batch is restarted as the same epoch: one more batch is drawn (from the
+      next epoch's order), then the following epoch starts one epoch ahead, so every later batch differs;
+      it is counted as completed here, with the per-epoch batch counters back at zero;
+    - an epoch left mid-way (`max_steps`, a stop request) would be finished while the sampler is told the
+      next epoch's number; it is counted as unfinished here, so it resumes mid-epoch like any checkpoint.
     """
     fit = checkpoint.get("loops", {}).get("fit_loop")
-    if not fit or fit.get("epoch_loop.batch_progress", {}).get("is_last_batch", True):
+    if not fit or "epoch_progress" not in fit:
+        return
+    epochs = fit["epoch_progress"]
+    if not all(epochs[part]["started"] == epochs[part]["processed"] == epochs[part]["completed"] + 1
+               for part in ("total", "current")):
+        return  # saved mid-epoch, or after the epoch completed: Lightning restarts those correctly
+    batches = fit.get("epoch_loop.batch_progress", {})
+    if not batches.get("is_last_batch", True):
+        for part in ("total", "current"):
+            epochs[part]["processed"] = epochs[part]["completed"]
         return
     for part in ("total", "current"):
-        counts = fit["epoch_progress"][part]
-        if counts["started"] == counts["processed"] == counts["completed"] + 1:
-            counts["processed"] = counts["completed"]
+        epochs[part]["completed"] = epochs[part]["processed"]
+    for key in ("epoch_loop.batch_progress", "epoch_loop.scheduler_progress"):
+        _zero(fit.get(key, {}).get("current", {}))
+    batches["is_last_batch"] = False
+    optim = fit.get("epoch_loop.automatic_optimization.optim_progress", {}).get("optimizer", {})
+    for progress in optim.values():
+        _zero(progress.get("current", {}))
+
+
+def _zero(counts: dict[str, int]) -> None:
+    for name in counts:
+        counts[name] = 0
 
 
 class ResumeState(Callback):
@@ -112,7 +135,7 @@ class ResumeState(Callback):
     def on_load_checkpoint(  # noqa: D102
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        unfinish_stopped_epoch(checkpoint)
+        settle_epoch_end(checkpoint)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Keep the saved states until training resumes (restoring now would be undone by the set-up)."""

@@ -63,13 +63,6 @@ def runs(tmp_path_factory) -> Path:
     return root
 
 
-KNOWN_DRIFT = pytest.mark.xfail(
-    strict=True,
-    reason="open bug (issue 3): resuming the epoch-end sharded checkpoint drifts 6.8e-3 from the "
-    "uninterrupted run from the second resumed step on; mid-epoch resume (verify-resume) is exact",
-)
-
-
 def _resumed_diff(runs: Path, name: str) -> float:
     from dist_helpers import read_losses
 
@@ -100,14 +93,12 @@ def _resume(runs: Path, name: str, strategy: str, ranks: int, ckpt: Path) -> flo
 
 @pytest.mark.distributed
 @pytest.mark.slow
-@KNOWN_DRIFT
 def test_sharded_checkpoint_resumes_on_two_ranks(runs):
     assert _resume(runs, "R2", "fsdp", 2, _sharded(runs / "S")) <= TOLERANCE
 
 
 @pytest.mark.distributed
 @pytest.mark.slow
-@KNOWN_DRIFT
 def test_exported_checkpoint_resumes_on_one_rank(runs):
     from dist_helpers import launch, wait
 
@@ -121,7 +112,6 @@ def test_exported_checkpoint_resumes_on_one_rank(runs):
 
 @pytest.mark.distributed
 @pytest.mark.slow
-@KNOWN_DRIFT
 def test_sharded_checkpoint_resumes_on_four_ranks(runs):
     """DCP reshards on load: a checkpoint of 2 ranks resumes on 4 (the global batch is the same)."""
     assert _resume(runs, "R4", "fsdp", 4, _sharded(runs / "S")) <= TOLERANCE

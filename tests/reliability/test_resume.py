@@ -247,21 +247,23 @@ def test_each_rank_restores_its_own_generators():
     assert torch.equal(untouched, torch.rand(4))
 
 
-def test_continuing_a_run_that_ended_at_max_steps_mid_epoch_is_exact(tmp_path):
-    """`last.ckpt` of a run stopped by max_steps mid-epoch is saved by the epoch-end hooks; resumed with a
-    larger max_steps it must continue that epoch, then the next with the right order."""
+@pytest.mark.parametrize("stop", [5, 7], ids=["mid-epoch", "epoch-end"])
+def test_continuing_a_run_that_ended_at_max_steps_is_exact(tmp_path, stop):
+    """`last.ckpt` of a run stopped by max_steps is saved by the epoch-end hooks, whether the epoch is
+    finished (step 7 of 7) or not. Resumed with a larger max_steps, it must continue with the right batch
+    (Lightning alone would run one more batch in the finished epoch, then start the next one ahead)."""
     full = _fit(tmp_path / "full", ResumeState())
     short = _fit(
         tmp_path / "short",
         ResumeState(),
         ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True, save_on_train_epoch_end=True),
-        max_steps=5,
+        max_steps=stop,
     )
-    assert len(short.steps) == 5
+    assert len(short.steps) == stop
     longer = _fit(tmp_path / "longer", ResumeState(), ckpt_path=str(tmp_path / "ck" / "last.ckpt"))
-    assert longer.steps[0]["step"] == 6
+    assert longer.steps[0]["step"] == stop + 1
     assert [(s["epoch"], s["batch"]) for s in longer.steps] == [
-        (s["epoch"], s["batch"]) for s in full.steps[5:]
+        (s["epoch"], s["batch"]) for s in full.steps[stop:]
     ]
-    assert [s["losses"] for s in longer.steps] == [s["losses"] for s in full.steps[5:]]
+    assert [s["losses"] for s in longer.steps] == [s["losses"] for s in full.steps[stop:]]
     assert all(torch.equal(a, b) for a, b in zip(full_weights(full), full_weights(longer), strict=True))
