@@ -88,8 +88,10 @@ def settle_epoch_end(checkpoint: dict[str, Any]) -> None:
     if not fit or "epoch_progress" not in fit:
         return
     epochs = fit["epoch_progress"]
-    if not all(epochs[part]["started"] == epochs[part]["processed"] == epochs[part]["completed"] + 1
-               for part in ("total", "current")):
+    if not all(
+        epochs[part]["started"] == epochs[part]["processed"] == epochs[part]["completed"] + 1
+        for part in ("total", "current")
+    ):
         return  # saved mid-epoch, or after the epoch completed: Lightning restarts those correctly
     batches = fit.get("epoch_loop.batch_progress", {})
     if not batches.get("is_last_batch", True):
