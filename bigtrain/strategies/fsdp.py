@@ -53,7 +53,8 @@ class FSDP(ModelParallelStrategy):
         data_parallel_size: Ranks that shard the model and split the global batch; None: all ranks divided by
             the tensor-parallel degree.
         tensor_parallel_size: Ranks that split each layer (transformer only); 1: pure FSDP.
-        mixed_precision: Dtype of the parameters in forward and backward (the sharded master copy stays fp32).
+        mixed_precision: Dtype of the parameters in forward and backward (the sharded master copy stays fp32;
+            BatchNorm layers keep fp32 parameters, as under autocast).
         reduce_dtype: Dtype in which gradients are reduced across ranks.
         activation_checkpointing: Recompute each block's activations in backward instead of storing them.
         cpu_offload: Keep the sharded parameters, gradients and optimizer state in CPU memory (pinned when an
@@ -154,6 +155,24 @@ class FSDP(ModelParallelStrategy):
         param = None if self.mixed_precision == "fp32" else DTYPES[self.mixed_precision]
         reduce = None if param is None and self.reduce_dtype == "fp32" else DTYPES[self.reduce_dtype]
         return MixedPrecisionPolicy(param_dtype=param, reduce_dtype=reduce)
+
+    def batchnorm_policy(self) -> Any:
+        """The MixedPrecisionPolicy of BatchNorm layers: fp32 parameters, inputs left in the compute dtype.
+
+        A BatchNorm's running statistics are fp32 buffers (FSDP casts parameters, not buffers), and torch's
+        batch_norm takes either parameters of its input's dtype beside statistics of that dtype too, or fp32
+        parameters and statistics beside a low-precision input ("expected scalar type BFloat16 but found
+        Float" otherwise); the latter also accumulates the statistics in fp32 and returns the input's dtype,
+        as autocast does. None when parameters are fp32 anyway.
+        """
+        from torch.distributed.fsdp import MixedPrecisionPolicy
+
+        policy = self.mixed_precision_policy()
+        if policy.param_dtype in (None, torch.float32):
+            return None
+        return MixedPrecisionPolicy(
+            param_dtype=torch.float32, reduce_dtype=policy.reduce_dtype, cast_forward_inputs=False
+        )
 
     def offload_policy(self) -> Any:
         """FSDP2's offload policy: CPU offload (pinned only where an accelerator exists) or none."""

@@ -9,8 +9,9 @@ The family is known here only through its network's hooks: `blocks()` (the units
 2. tensor parallel (FSDP with `tensor_parallel_size > 1`; only networks with `tp_plan()`);
 3. activation checkpointing per block (FSDP);
 4. `torch.compile` per block (any bigtrain strategy with `compile: true`);
-5. `fully_shard` per block, then per sub-network that has blocks of its own (the GAN's generator and
-   discriminator, which its training step calls directly), then the root;
+5. `fully_shard` per BatchNorm layer when the parameters are cast to bf16/fp16 (BatchNorm keeps fp32 ones:
+   `FSDP.batchnorm_policy`), then per block, then per sub-network that has blocks of its own (the GAN's
+   generator and discriminator, which its training step calls directly), then the root;
 6. materialisation of a meta-device network: each rank initialises its own shards.
 
 With no device mesh, or a data-parallel mesh of size 1, nothing is sharded: one module runs under every
@@ -24,6 +25,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from bigtrain.errors import UserError
 from bigtrain.strategies.fsdp import FSDP, META_INIT_MIN_BYTES
@@ -125,6 +127,12 @@ def _fully_shard(net: nn.Module, dp_mesh: Any, strategy: FSDP) -> None:
         mp_policy=strategy.mixed_precision_policy(),
         offload_policy=strategy.offload_policy(),
     )
+    norm_policy = strategy.batchnorm_policy()
+    if norm_policy is not None:
+        # Each BatchNorm its own unit, sharded before the block around it claims its parameters, so it
+        # computes with fp32 parameters and statistics on the block's bf16/fp16 activations.
+        for norm in [m for m in net.modules() if isinstance(m, _BatchNorm)]:
+            fully_shard(norm, **{**kwargs, "mp_policy": norm_policy})
     for block in _blocks(net):
         fully_shard(block, **kwargs)
     for child in net.children():

@@ -34,19 +34,22 @@ class SyncedBatchNorm(_BatchNorm):
         self._check_input_dim(x)
         shape = (1, -1) + (1,) * (x.dim() - 2)
         dims = [0, *range(2, x.dim())]
-        local_n = torch.tensor([x.numel() // x.shape[1]], dtype=x.dtype, device=x.device)
-        n = dist_fn.all_reduce(local_n, group=self.sync_group or dist.group.WORLD)
+        # In fp32 whatever the input's dtype, as torch's batch_norm does: a bf16 element count or sum is
+        # inexact, and fp32 parameters (FSDP mixed precision keeps them) would otherwise promote the output.
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))
+        group = self.sync_group or dist.group.WORLD
+        local_n = torch.tensor([x.numel() // x.shape[1]], dtype=torch.float32, device=x.device)
+        n = dist_fn.all_reduce(local_n, group=group)
         # Two passes (mean, then squared deviations) match a single process's variance to rounding.
-        mean = dist_fn.all_reduce(x.sum(dims), group=self.sync_group or dist.group.WORLD) / n
-        centred = x - mean.view(shape)
-        sq = dist_fn.all_reduce(centred.pow(2).sum(dims), group=self.sync_group or dist.group.WORLD)
-        var = sq / n
+        mean = dist_fn.all_reduce(xf.sum(dims), group=group) / n
+        centred = xf - mean.view(shape)
+        var = dist_fn.all_reduce(centred.pow(2).sum(dims), group=group) / n
         if self.track_running_stats:
             self._update_running_stats(mean.detach(), var.detach() * n / (n - 1).clamp_min(1))
         y = centred * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
-        return y
+        return y.to(x.dtype)
 
     @torch.no_grad()
     def _update_running_stats(self, mean: torch.Tensor, unbiased_var: torch.Tensor) -> None:
