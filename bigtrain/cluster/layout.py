@@ -1,4 +1,5 @@
-"""One source for a cluster run's shape: the counts that go into both the launch command and config.yaml."""
+"""One source for a cluster run's shape: the counts that go into both the launch command and config.yaml,
+and the environment every launcher (SLURM, torchrun) gives the ranks."""
 
 from __future__ import annotations
 
@@ -44,6 +45,14 @@ class Layout:
     def world_size(self) -> int:
         """Total number of ranks."""
         return self.nodes * self.devices_per_node
+
+
+def socket_variables(ifname: str | None) -> dict[str, str]:
+    """GLOO_SOCKET_IFNAME and NCCL_SOCKET_IFNAME naming the network interface `ifname`; none when unset."""
+    if not ifname:
+        return {}
+    # gloo and NCCL otherwise advertise the address the hostname resolves to, often a loopback one.
+    return {"GLOO_SOCKET_IFNAME": ifname, "NCCL_SOCKET_IFNAME": ifname}
 
 
 def _section(cfg: dict[str, Any], key: str) -> dict[str, Any]:

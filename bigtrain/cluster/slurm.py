@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
-from bigtrain.cluster.layout import Layout
+from bigtrain.cluster.layout import Layout, socket_variables
 from bigtrain.errors import UserError, unknown
 
 TEMPLATE = "job.sbatch.tmpl"
@@ -151,13 +151,8 @@ def _directives(job: SlurmJob) -> list[str]:
 
 
 def _exports(job: SlurmJob) -> list[str]:
-    lines = []
-    if job.socket_ifname:
-        # gloo and NCCL otherwise advertise the address the hostname resolves to, often a loopback one.
-        name = shlex.quote(job.socket_ifname)
-        lines += [f"export GLOO_SOCKET_IFNAME={name}", f"export NCCL_SOCKET_IFNAME={name}"]
-    lines += [f"export {key}={shlex.quote(value)}" for key, value in job.env]
-    return lines
+    variables = [*socket_variables(job.socket_ifname).items(), *job.env]
+    return [f"export {key}={shlex.quote(value)}" for key, value in variables]
 
 
 def render(job: SlurmJob) -> str:

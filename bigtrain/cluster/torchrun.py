@@ -6,7 +6,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bigtrain.cluster.layout import Layout
+from bigtrain.cluster.layout import Layout, socket_variables
 from bigtrain.errors import UserError
 
 DEFAULT_ENDPOINT = "127.0.0.1:29500"
@@ -61,7 +61,4 @@ def command(job: TorchrunJob) -> list[str]:
 
 def environment(job: TorchrunJob) -> dict[str, str]:
     """Variables to set for torchrun beyond the current environment."""
-    if not job.socket_ifname:
-        return {}
-    # gloo and NCCL otherwise advertise the address the hostname resolves to, often a loopback one.
-    return {"GLOO_SOCKET_IFNAME": job.socket_ifname, "NCCL_SOCKET_IFNAME": job.socket_ifname}
+    return socket_variables(job.socket_ifname)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import gzip
 import math
-import os
 from pathlib import Path
 
-import lightning.pytorch as pl
 import pytest
 import torch
+from image_helpers import Images, digits, trainer
 from lightning.pytorch.loggers import TensorBoardLogger
-from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics.image import StructuralSimilarityIndexMeasure
 
 from bigtrain.errors import UserError
@@ -27,34 +24,15 @@ from bigtrain.models.autoencoder import (
 from bigtrain.models.autoencoder.module import ssim_window
 from bigtrain.models.config import resolve
 
-ROOT = Path(__file__).resolve().parents[2]
-DATA = Path(os.environ.get("BIGTRAIN_TEST_DATA", ROOT.parent / "shared" / "data"))
 
-
-class Images(pl.LightningDataModule):
-    """Images in [0, 1], normalised with (mean, std), with the attributes an ImageDataModule exposes."""
+class UnitImages(Images):
+    """Unlabelled images in [0, 1], normalised with (mean, std); they know the mean image's PSNR."""
 
     def __init__(self, x01: torch.Tensor, mean: float = 0.5, std: float = 0.25, batch_size: int = 32) -> None:
-        super().__init__()
+        y = torch.zeros(len(x01), dtype=torch.long)
+        super().__init__((x01 - mean) / std, y, 1, mean, std, batch_size)
         n_val = len(x01) // 5
         self.val01, self.train01 = x01[:n_val], x01[n_val:]
-        self.channels, self.image_size, self.num_classes = x01.shape[1], x01.shape[-1], 1
-        self.mean, self.std = (mean,) * self.channels, (std,) * self.channels
-        y = torch.zeros(len(x01), dtype=torch.long)
-        norm = (x01 - mean) / std
-        self.train_set = TensorDataset(norm[n_val:], y[n_val:])
-        self.val_set = TensorDataset(norm[:n_val], y[:n_val])
-        self.batch_size = batch_size
-
-    def train_dataloader(self) -> DataLoader:
-        gen = torch.Generator().manual_seed(0)
-        return DataLoader(self.train_set, self.batch_size, shuffle=True, drop_last=True, generator=gen)
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, 64)
-
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, 64)
 
     def mean_image_psnr(self) -> float:
         """PSNR of predicting the training set's mean image for every validation image."""
@@ -62,7 +40,7 @@ class Images(pl.LightningDataModule):
         return 10 * math.log10(1.0 / mse)
 
 
-def blobs(n: int, size: int = 16, channels: int = 1) -> Images:
+def blobs(n: int, size: int = 16, channels: int = 1) -> UnitImages:
     """A learnable image set: one Gaussian blob per image at a random place, width and brightness."""
     gen = torch.Generator().manual_seed(1)
     centre = 2 + (size - 4) * torch.rand(n, 2, 1, 1, generator=gen)
@@ -70,15 +48,7 @@ def blobs(n: int, size: int = 16, channels: int = 1) -> Images:
     level = 0.5 + 0.5 * torch.rand(n, channels, 1, 1, generator=gen)
     pos = torch.arange(size, dtype=torch.float32)
     d2 = (pos[:, None] - centre[:, 0]) ** 2 + (pos[None, :] - centre[:, 1]) ** 2  # (n, size, size)
-    return Images(level * torch.exp(-d2 / (2 * width**2))[:, None])
-
-
-def trainer(tmp_path: Path, **kwargs) -> pl.Trainer:
-    args = dict(
-        accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0,
-    )  # fmt: skip
-    return pl.Trainer(**(args | kwargs))
+    return UnitImages(level * torch.exp(-d2 / (2 * width**2))[:, None])
 
 
 def build(size: int, channels: int = 1, **net) -> Autoencoder:
@@ -290,13 +260,7 @@ def test_normalisation_must_be_known(tmp_path: Path) -> None:
 
 
 def test_tiny_autoencoder_on_digits(tmp_path: Path) -> None:
-    path = DATA / "digits" / "digits.csv.gz"
-    if not path.exists():
-        pytest.skip(f"digits data not found at {path}; set BIGTRAIN_TEST_DATA")
-    with gzip.open(path, "rt") as f:
-        rows = torch.tensor([[int(v) for v in line.split(",")] for line in f if line.strip()])
-    x01 = rows[:, :64].float().view(-1, 1, 8, 8) / 16.0
-    data = Images(x01[torch.randperm(len(x01), generator=torch.Generator().manual_seed(0))], 0.3, 0.4, 64)
+    data = UnitImages(digits()[0], 0.3, 0.4, 64)
     torch.manual_seed(0)
     model = AutoencoderModule(optim={"name": "adamw", "lr": 3e-3})
     t = trainer(tmp_path, max_epochs=3)

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import gzip
-import os
 import time
 from pathlib import Path
 
-import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
+from image_helpers import Images, digits, trainer
 
 from bigtrain.errors import UserError
 from bigtrain.models.cnn import CONFIGS, MODULES, ResNet, ResNetClassifier, ResNetConfig
 from bigtrain.models.cnn.model import PRESETS, Norm
 from bigtrain.models.config import resolve
-
-ROOT = Path(__file__).resolve().parents[2]
-DATA = Path(os.environ.get("BIGTRAIN_TEST_DATA", ROOT.parent / "shared" / "data"))
 
 # torchvision's parameter counts at 3 channels and 1000 classes: the presets are those architectures.
 TORCHVISION_PARAMS = {
@@ -29,29 +23,6 @@ TORCHVISION_PARAMS = {
     "resnet152": 60_192_808,
     "wide_resnet101": 126_886_696,
 }
-
-
-class Images(pl.LightningDataModule):
-    """Tensors in memory, with the attributes an ImageDataModule exposes after setup()."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, num_classes: int, batch_size: int = 32) -> None:
-        super().__init__()
-        n_val = len(x) // 5
-        self.train_set = TensorDataset(x[n_val:], y[n_val:])
-        self.val_set = TensorDataset(x[:n_val], y[:n_val])
-        self.num_classes, self.channels, self.image_size = num_classes, x.shape[1], x.shape[-1]
-        self.mean, self.std = (0.0,) * self.channels, (1.0,) * self.channels
-        self.batch_size = batch_size
-
-    def train_dataloader(self) -> DataLoader:
-        gen = torch.Generator().manual_seed(0)
-        return DataLoader(self.train_set, self.batch_size, shuffle=True, drop_last=True, generator=gen)
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, 64)
-
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, 64)
 
 
 def gratings(num_classes: int, n: int, size: int = 16, channels: int = 1, noise: float = 0.5) -> Images:
@@ -65,14 +36,6 @@ def gratings(num_classes: int, n: int, size: int = 16, channels: int = 1, noise:
     phase = 2 * torch.pi * torch.rand(n, 1, 1, generator=gen)
     x = torch.sin(freq[:, None, None] * u + phase)[:, None].expand(n, channels, size, size)
     return Images(x + noise * torch.randn(n, channels, size, size, generator=gen), y, num_classes)
-
-
-def trainer(tmp_path: Path, **kwargs) -> pl.Trainer:
-    args = dict(
-        accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0,
-    )  # fmt: skip
-    return pl.Trainer(**(args | kwargs))
 
 
 def tiny(num_classes: int, channels: int = 1, **net) -> ResNet:
@@ -206,22 +169,11 @@ def test_checkpoint_round_trip_without_pickle(tmp_path: Path) -> None:
     assert torch.equal(model(x), loaded(x))
 
 
-def _digits(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    with gzip.open(path, "rt") as f:
-        rows = torch.tensor([[int(v) for v in line.split(",")] for line in f if line.strip()])
-    x = rows[:, :64].float().view(-1, 1, 8, 8) / 16.0
-    x = F.interpolate(x, size=16, mode="bilinear", align_corners=False)
-    return (x - x.mean()) / x.std(), rows[:, 64]
-
-
 @pytest.mark.slow
 def test_tiny_preset_learns_digits(tmp_path: Path) -> None:
-    path = DATA / "digits" / "digits.csv.gz"
-    if not path.exists():
-        pytest.skip(f"digits data not found at {path}; set BIGTRAIN_TEST_DATA")
-    x, y = _digits(path)
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    data = Images(x[perm], y[perm], 10, batch_size=64)
+    x01, y = digits()
+    x = F.interpolate(x01, size=16, mode="bilinear", align_corners=False)
+    data = Images((x - x.mean()) / x.std(), y, 10, batch_size=64)
     torch.manual_seed(0)
     model = ResNetClassifier(optim={"name": "sgd", "lr": 0.1, "weight_decay": 5e-4, "warmup_steps": 20})
     start = time.perf_counter()

@@ -4,50 +4,16 @@ from __future__ import annotations
 
 import math
 
+import lm_helpers as lm
 import pytest
 import torch
-from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, TensorDataset
 
 from bigtrain.errors import UserError
-from bigtrain.models.common import OptimConfig
+from bigtrain.models.common import OptimConfig, text_sample
 from bigtrain.models.config import resolve
 from bigtrain.models.rnn import CONFIGS, PRESETS, RNN, RNNConfig, RNNModule
-from bigtrain.models.transformer.module import text_sample
-
-PATTERN = "the cat sat on the mat.\n"
-
-
-class PatternText(LightningDataModule):
-    """A repeated sentence as a character-level TextDataModule (vocab_size, block_size, encode, decode)."""
-
-    def __init__(self, block_size: int = 32, batch_size: int = 16, train_batches: int = 40) -> None:
-        super().__init__()
-        self.chars = sorted(set(PATTERN))
-        self.vocab_size = len(self.chars)
-        self.block_size = block_size
-        self.batch_size = batch_size
-        self.train_batches = train_batches
-        self.ids = torch.tensor(self.encode(PATTERN * 40))
-
-    def encode(self, text: str) -> list[int]:
-        return [self.chars.index(c) for c in text]
-
-    def decode(self, ids: list[int]) -> str:
-        return "".join(self.chars[i] for i in ids)
-
-    def _loader(self, n: int, seed: int) -> DataLoader:
-        gen = torch.Generator().manual_seed(seed)
-        starts = torch.randint(len(self.ids) - self.block_size - 1, (n,), generator=gen)
-        x = torch.stack([self.ids[s : s + self.block_size] for s in starts])
-        y = torch.stack([self.ids[s + 1 : s + 1 + self.block_size] for s in starts])
-        return DataLoader(TensorDataset(x, y), batch_size=self.batch_size)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_batches * self.batch_size, seed=0)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(2 * self.batch_size, seed=1)
 
 
 class StripeImages(LightningDataModule):
@@ -67,18 +33,6 @@ class StripeImages(LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(128, seed=1)
-
-
-def _trainer(max_steps: int) -> Trainer:
-    return Trainer(
-        accelerator="cpu",
-        max_steps=max_steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
 
 
 def _net(task: str, cell: str) -> RNN:
@@ -116,16 +70,7 @@ def test_classifier_reads_one_image_row_per_step():
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_meta_build_then_init_equals_cpu_build(cell):
-    torch.manual_seed(3)
-    cpu = _net("lm", cell)
-    with torch.device("meta"):
-        meta = _net("lm", cell)
-    meta.to_empty(device="cpu")
-    torch.manual_seed(3)
-    meta.init_weights()
-    for (name, a), b in zip(cpu.state_dict().items(), meta.state_dict().values(), strict=True):
-        torch.testing.assert_close(a, b, msg=name)
-    assert torch.isfinite(meta(torch.randint(11, (2, 9)))).all()
+    lm.check_meta_init_equals_cpu_build(lambda: _net("lm", cell), torch.randint(11, (2, 9)))
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
@@ -149,72 +94,40 @@ def test_generate_carries_state_like_a_full_rerun(cell):
 @pytest.mark.filterwarnings("ignore:FSDP2-wrapped module")
 @pytest.mark.parametrize("task", ["lm", "classify"])
 def test_layers_shard_with_fsdp2_from_meta(task):
-    """The sharding plan: fully_shard each layer then the root, init on meta, same net as a CPU build."""
-    from torch.distributed.fsdp import fully_shard
-
-    dist = torch.distributed
-    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    try:
-        torch.manual_seed(0)
-        ref = _net(task, "lstm")
-        with torch.device("meta"):
-            net = _net(task, "lstm")
-        for layer in net.blocks():
-            fully_shard(layer)
-        fully_shard(net)
-        net.to_empty(device="cpu")
-        torch.manual_seed(0)
-        net.init_weights()
-        x = torch.randint(11, (2, 9)) if task == "lm" else torch.randn(2, 2, 8, 8)
-        out = net(x)
-        out.sum().backward()
-        torch.testing.assert_close(out, ref(x))
-        if task == "lm":  # generate steps through the root's forward, so its sharded weights are gathered
-            assert net.generate(x[:, :2], 3).shape == (2, 5)
-    finally:
-        dist.destroy_process_group()
+    x = torch.randint(11, (2, 9)) if task == "lm" else torch.randn(2, 2, 8, 8)
+    lm.check_shards_with_fsdp2_from_meta(lambda: _net(task, "lstm"), x, generates=task == "lm")
 
 
 @pytest.fixture(scope="module")
 def trained_lm():
     """A tiny LSTM trained for 40 steps on the pattern, with its loss before training."""
     torch.manual_seed(0)
-    data = PatternText()
+    data = lm.PatternText()
     model = RNNModule(net=RNNConfig(preset="tiny"), optim=OptimConfig(lr=1e-2), sample_tokens=60)
-    before = _trainer(1).validate(model, datamodule=data, verbose=False)[0]["val/loss"]
-    trainer = _trainer(40)
+    before = lm.quiet_trainer(1).validate(model, datamodule=data, verbose=False)[0]["val/loss"]
+    trainer = lm.quiet_trainer(40)
     trainer.fit(model, datamodule=data)
     return trainer, model, data, before
 
 
 def test_lm_learns_the_pattern_and_samples(trained_lm):
     trainer, model, data, before = trained_lm
-    m = trainer.callback_metrics
-    chance = math.log(data.vocab_size)
-    assert before == pytest.approx(chance, abs=0.3)
-    assert m["val/loss"] < 0.4 * chance
-    assert m["val/ppl"].item() == pytest.approx(math.exp(m["val/loss"].item()), rel=1e-5)
-    assert m["val/bpc"].item() == pytest.approx(m["val/loss"].item() / math.log(2), rel=1e-5)
-    assert "train/loss" in m
+    lm.check_learned_pattern(trainer, data, before)
     assert len(model.last_sample) == 61 and set(model.last_sample) <= set(data.chars)
     assert text_sample(model, model._generate, 60) == model.last_sample
 
 
 def test_lm_checkpoint_roundtrip_without_pickle(trained_lm, tmp_path):
     trainer, model, data, _ = trained_lm
-    trainer.save_checkpoint(tmp_path / "rnn.ckpt")
-    raw = torch.load(tmp_path / "rnn.ckpt", weights_only=True)
-    assert raw["hyper_parameters"]["net"]["vocab_size"] == data.vocab_size
-    loaded = RNNModule.load_from_checkpoint(tmp_path / "rnn.ckpt", weights_only=True)
     x = torch.randint(data.vocab_size, (2, 16))
-    torch.testing.assert_close(loaded.eval()(x), model.eval()(x))
+    lm.check_checkpoint_roundtrip(trainer, model, data, x, tmp_path / "rnn.ckpt")
 
 
 def test_classifier_learns_and_round_trips(tmp_path):
     torch.manual_seed(0)
     data = StripeImages()
     model = RNNModule(net=RNNConfig(preset="tiny", task="classify", cell="gru"), optim=OptimConfig(lr=1e-2))
-    trainer = _trainer(40)
+    trainer = lm.quiet_trainer(40)
     trainer.fit(model, datamodule=data)
     m = trainer.callback_metrics
     assert m["val/acc"] > 0.9
@@ -233,4 +146,4 @@ def test_config_mistakes_are_user_errors():
         RNNModule(net=RNNConfig(preset="smal"))
     model = RNNModule(net=RNNConfig(preset="tiny", task="classify", num_classes=3))
     with pytest.raises(UserError, match="num_classes"):
-        _trainer(1).fit(model, datamodule=StripeImages())
+        lm.quiet_trainer(1).fit(model, datamodule=StripeImages())

@@ -2,67 +2,15 @@
 
 from __future__ import annotations
 
-import math
-
+import lm_helpers as lm
 import pytest
 import torch
-from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
-from torch.utils.data import DataLoader, TensorDataset
 
 from bigtrain.errors import UserError
-from bigtrain.models.common import OptimConfig
+from bigtrain.models.common import OptimConfig, text_sample
 from bigtrain.models.config import resolve
 from bigtrain.models.transformer import CONFIGS, GPT, PRESETS, GPTConfig, GPTModule
-from bigtrain.models.transformer.module import text_sample
-
-PATTERN = "the cat sat on the mat.\n"
-
-
-class PatternText(LightningDataModule):
-    """A repeated sentence as a character-level TextDataModule (vocab_size, block_size, encode, decode)."""
-
-    def __init__(self, block_size: int = 32, batch_size: int = 16, train_batches: int = 40) -> None:
-        super().__init__()
-        self.chars = sorted(set(PATTERN))
-        self.vocab_size = len(self.chars)
-        self.block_size = block_size
-        self.batch_size = batch_size
-        self.train_batches = train_batches
-        self.ids = torch.tensor(self.encode(PATTERN * 40))
-
-    def encode(self, text: str) -> list[int]:
-        return [self.chars.index(c) for c in text]
-
-    def decode(self, ids: list[int]) -> str:
-        return "".join(self.chars[i] for i in ids)
-
-    def _loader(self, n: int, seed: int) -> DataLoader:
-        starts = torch.randint(
-            len(self.ids) - self.block_size - 1, (n,), generator=torch.Generator().manual_seed(seed)
-        )
-        x = torch.stack([self.ids[s : s + self.block_size] for s in starts])
-        y = torch.stack([self.ids[s + 1 : s + 1 + self.block_size] for s in starts])
-        return DataLoader(TensorDataset(x, y), batch_size=self.batch_size)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_batches * self.batch_size, seed=0)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(2 * self.batch_size, seed=1)
-
-
-def _trainer(max_steps: int, **kw) -> Trainer:
-    kw = {"logger": False, **kw}
-    return Trainer(
-        accelerator="cpu",
-        max_steps=max_steps,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        **kw,
-    )
 
 
 def _tiny(**kw) -> GPT:
@@ -115,16 +63,7 @@ def test_lm_head_is_tied_to_the_token_embedding():
 
 
 def test_meta_build_then_init_equals_cpu_build():
-    torch.manual_seed(3)
-    cpu = _tiny()
-    with torch.device("meta"):
-        meta = _tiny()
-    meta.to_empty(device="cpu")
-    torch.manual_seed(3)
-    meta.init_weights()
-    for (name, a), b in zip(cpu.state_dict().items(), meta.state_dict().values(), strict=True):
-        torch.testing.assert_close(a, b, msg=name)
-    assert torch.isfinite(meta(torch.randint(11, (2, 16)))).all()
+    lm.check_meta_init_equals_cpu_build(_tiny, torch.randint(11, (2, 16)))
 
 
 def test_gpt2_init_scales_residual_projections():
@@ -151,29 +90,7 @@ def test_generate_crops_context_is_reproducible_and_leaves_global_rng():
 
 
 def test_blocks_shard_with_fsdp2_from_meta():
-    """The sharding plan: fully_shard each block then the root, init on meta, same net as a CPU build."""
-    from torch.distributed.fsdp import fully_shard
-
-    dist = torch.distributed
-    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    try:
-        torch.manual_seed(0)
-        ref = _tiny()
-        with torch.device("meta"):
-            net = _tiny()
-        for block in net.blocks():
-            fully_shard(block)
-        fully_shard(net)
-        net.to_empty(device="cpu")
-        torch.manual_seed(0)
-        net.init_weights()
-        x = torch.randint(11, (2, 16))
-        out = net(x)
-        out.sum().backward()
-        torch.testing.assert_close(out, ref(x))
-        assert net.generate(x[:, :2], 3).shape == (2, 5)
-    finally:
-        dist.destroy_process_group()
+    lm.check_shards_with_fsdp2_from_meta(_tiny, torch.randint(11, (2, 16)), generates=True)
 
 
 @pytest.fixture(scope="module")
@@ -181,25 +98,19 @@ def trained(tmp_path_factory):
     """A tiny GPT trained for 40 steps on the pattern, with its loss before training."""
     tmp = tmp_path_factory.mktemp("gpt")
     torch.manual_seed(0)
-    data = PatternText()
+    data = lm.PatternText()
     model = GPTModule(
         net=GPTConfig(preset="tiny"), optim=OptimConfig(lr=3e-3, betas=(0.9, 0.99)), sample_tokens=60
     )
-    before = _trainer(1).validate(model, datamodule=data, verbose=False)[0]["val/loss"]
-    trainer = _trainer(40, logger=TensorBoardLogger(tmp, name="tb", version=0))
+    before = lm.quiet_trainer(1).validate(model, datamodule=data, verbose=False)[0]["val/loss"]
+    trainer = lm.quiet_trainer(40, logger=TensorBoardLogger(tmp, name="tb", version=0))
     trainer.fit(model, datamodule=data)
     return trainer, model, data, before, tmp
 
 
 def test_learns_the_pattern(trained):
     trainer, model, data, before, _ = trained
-    m = trainer.callback_metrics
-    chance = math.log(data.vocab_size)
-    assert before == pytest.approx(chance, abs=0.3)
-    assert m["val/loss"] < 0.4 * chance
-    assert m["val/ppl"].item() == pytest.approx(math.exp(m["val/loss"].item()), rel=1e-5)
-    assert m["val/bpc"].item() == pytest.approx(m["val/loss"].item() / math.log(2), rel=1e-5)
-    assert "train/loss" in m
+    lm.check_learned_pattern(trainer, data, before)
     assert model.cfg.vocab_size == data.vocab_size and model.cfg.block_size == data.block_size
 
 
@@ -219,13 +130,8 @@ def test_text_sample_is_logged_and_reproducible(trained):
 
 def test_checkpoint_roundtrip_without_pickle(trained):
     trainer, model, data, _, tmp = trained
-    path = tmp / "gpt.ckpt"
-    trainer.save_checkpoint(path)
-    raw = torch.load(path, weights_only=True)
-    assert raw["hyper_parameters"]["net"]["vocab_size"] == data.vocab_size
-    loaded = GPTModule.load_from_checkpoint(path, weights_only=True)
     x = torch.randint(data.vocab_size, (2, data.block_size))
-    torch.testing.assert_close(loaded.eval()(x), model.eval()(x))
+    lm.check_checkpoint_roundtrip(trainer, model, data, x, tmp / "gpt.ckpt")
 
 
 def test_config_mistakes_are_user_errors():
@@ -233,4 +139,4 @@ def test_config_mistakes_are_user_errors():
         GPTModule(net=GPTConfig(preset="gpt2-124"))
     model = GPTModule(net=GPTConfig(preset="tiny", block_size=8))
     with pytest.raises(UserError, match="block_size"):
-        _trainer(1).fit(model, datamodule=PatternText(block_size=32))
+        lm.quiet_trainer(1).fit(model, datamodule=lm.PatternText(block_size=32))

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bigtrain.errors import UserError
+from bigtrain.models.network import Network, check_all_set
 
 
 @dataclass(kw_only=True)
@@ -53,11 +54,7 @@ PRESETS: dict[str, dict] = {
 
 def check_config(cfg: AutoencoderConfig) -> None:
     """Raise UserError for a resolved config the network cannot be built from."""
-    unset = [k for k, v in vars(cfg).items() if v is None]
-    if unset:
-        raise UserError(
-            f"model.net fields not set: {', '.join(unset)} (resolve the preset and fill the data)"
-        )
+    check_all_set(cfg)
     if cfg.kind not in ("ae", "vae"):
         raise UserError(f"model.net.kind must be 'ae' or 'vae', got {cfg.kind!r}")
     if not cfg.widths or min(cfg.widths) < 1:
@@ -125,7 +122,7 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:  # (B
     return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=1)
 
 
-class Autoencoder(nn.Module):
+class Autoencoder(Network):
     """Encoder stages -> latent (a vector, or a Gaussian for the VAE) -> decoder stages -> 3x3 conv head."""
 
     def __init__(self, cfg: AutoencoderConfig) -> None:
@@ -186,14 +183,3 @@ class Autoencoder(nn.Module):
     def blocks(self) -> list[nn.Module]:
         """Encoder then decoder stages: the units FSDP2 shards one by one."""
         return [*self.encoder, *self.decoder]
-
-    @torch.no_grad()
-    def init_weights(self) -> None:
-        """Initialise every parameter (after `to_empty` from the meta device)."""
-        for module in self.modules():
-            if module is not self and hasattr(module, "reset_parameters"):
-                module.reset_parameters()
-
-    def num_params(self) -> int:
-        """Number of parameters."""
-        return sum(p.numel() for p in self.parameters())

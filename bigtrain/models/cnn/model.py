@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from bigtrain.errors import UserError
+from bigtrain.models.network import Network, check_all_set
 
 
 @dataclass(kw_only=True)
@@ -77,11 +78,7 @@ PRESETS: dict[str, dict] = {
 
 def check_config(cfg: ResNetConfig) -> None:
     """Raise UserError for a resolved config the network cannot be built from."""
-    unset = [k for k, v in vars(cfg).items() if v is None]
-    if unset:
-        raise UserError(
-            f"model.net fields not set: {', '.join(unset)} (resolve the preset and fill the data)"
-        )
+    check_all_set(cfg)
     if cfg.block not in ("basic", "bottleneck"):
         raise UserError(f"model.net.block must be 'basic' or 'bottleneck', got {cfg.block!r}")
     if cfg.stem not in ("cifar", "imagenet"):
@@ -199,7 +196,7 @@ def make_stages(cfg: ResNetConfig) -> tuple[nn.ModuleList, int]:
     return stages, c
 
 
-class ResNet(nn.Module):
+class ResNet(Network):
     """Stem, residual stages, global average pool, dropout, linear classifier."""
 
     def __init__(self, cfg: ResNetConfig) -> None:
@@ -222,14 +219,3 @@ class ResNet(nn.Module):
     def blocks(self) -> list[nn.Module]:
         """Every residual block, in order: the units FSDP2 shards one by one."""
         return [block for stage in self.stages for block in stage]
-
-    @torch.no_grad()
-    def init_weights(self) -> None:
-        """Initialise every parameter and BatchNorm statistic (after `to_empty` from the meta device)."""
-        for module in self.modules():
-            if module is not self and hasattr(module, "reset_parameters"):
-                module.reset_parameters()
-
-    def num_params(self) -> int:
-        """Number of parameters."""
-        return sum(p.numel() for p in self.parameters())

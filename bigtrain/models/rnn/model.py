@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from bigtrain.models.transformer.model import sample_next
+from bigtrain.models.network import Network, sample_next
 
 
 @dataclass(kw_only=True)
@@ -61,7 +61,7 @@ def _data_fields(cfg: RNNConfig) -> tuple[str, ...]:
     return ("vocab_size",) if cfg.task == "lm" else ("num_classes", "input_size")
 
 
-class RNN(nn.Module):
+class RNN(Network):
     """Embedding (lm) or image rows (classify) -> stacked LSTM/GRU layers -> a linear head."""
 
     def __init__(self, cfg: RNNConfig) -> None:
@@ -81,12 +81,6 @@ class RNN(nn.Module):
         )
         self.drop = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(H, cfg.vocab_size if self.lm else cfg.num_classes)
-
-    def init_weights(self) -> None:
-        """(Re-)initialise every parameter, in construction order (e.g. after `to_empty`)."""
-        for m in self.modules():
-            if m is not self and hasattr(m, "reset_parameters"):
-                m.reset_parameters()
 
     def blocks(self) -> list[nn.Module]:
         """The recurrent layers: the units FSDP wraps one by one."""
@@ -139,7 +133,3 @@ class RNN(nn.Module):
             if i + 1 < max_new_tokens:
                 logits, states = self(nxt, states, return_states=True)  # (B, 1, V)
         return idx
-
-    def num_params(self) -> int:
-        """Number of parameters."""
-        return sum(p.numel() for p in self.parameters())

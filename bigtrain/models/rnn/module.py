@@ -11,10 +11,16 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from bigtrain.models.common import OptimConfig, attached_datamodule, log_text, optimizer_and_schedule
+from bigtrain.models.common import (
+    OptimConfig,
+    attached_datamodule,
+    fresh_metric,
+    lm_epoch_metrics,
+    log_text_sample,
+    optimizer_and_schedule,
+)
 from bigtrain.models.config import as_config, fill_from_data, resolve, to_dict
 from bigtrain.models.rnn.model import PRESETS, RNN, RNNConfig
-from bigtrain.models.transformer.module import fresh_metric, lm_epoch_metrics, text_sample
 from bigtrain.strategies import parallelize
 
 
@@ -121,9 +127,7 @@ class RNNModule(LightningModule):
         self._log_epoch_loss("val")
         if not self.lm or self.trainer.sanity_checking:
             return
-        self.last_sample = text_sample(self, self._generate, self.sample_tokens)
-        if self.last_sample is not None:
-            log_text(self, "samples/text", self.last_sample)
+        self.last_sample = log_text_sample(self, self._generate, self.sample_tokens)
 
     def on_test_epoch_end(self) -> None:
         """Log the epoch's test loss (lm: also ppl and bpc)."""

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bigtrain.errors import UserError
+from bigtrain.models.network import Network, sample_next
 
 
 @dataclass(kw_only=True)
@@ -140,7 +141,7 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
-class GPT(nn.Module):
+class GPT(Network):
     """Token + position embeddings, n_layer blocks, a final LayerNorm, an LM head tied to the embedding."""
 
     def __init__(self, cfg: GPTConfig) -> None:
@@ -158,12 +159,6 @@ class GPT(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
         # The LM head is wte.weight itself (F.linear in forward), not a second module: one parameter, one
         # state-dict key, and nothing for a reset_parameters() to re-initialise behind the embedding's back.
-
-    def init_weights(self) -> None:
-        """(Re-)initialise every parameter, in construction order (e.g. after `to_empty`)."""
-        for m in self.modules():
-            if m is not self and hasattr(m, "reset_parameters"):
-                m.reset_parameters()
 
     def blocks(self) -> list[nn.Module]:
         """The transformer blocks: the units FSDP wraps one by one."""
@@ -216,22 +211,10 @@ class GPT(nn.Module):
 
     def num_params(self, non_embedding: bool = True) -> int:
         """Parameter count; by default without the position embedding (the token one is the LM head)."""
-        n = sum(p.numel() for p in self.parameters())
+        n = super().num_params()
         return n - self.wpe.weight.numel() if non_embedding else n
 
     def flops_per_token(self, seq_len: int | None = None) -> float:
         """Training FLOPs per token (forward + backward), nanoGPT/PaLM's 6N + 12 L C T estimate."""
         T = seq_len if seq_len is not None else self.cfg.block_size
         return 6 * self.num_params() + 12 * self.cfg.n_layer * self.cfg.n_embd * T
-
-
-def sample_next(
-    logits: Tensor, temperature: float, top_k: int | None, generator: torch.Generator | None
-) -> Tensor:
-    """Sample one token per row from (B, V) logits -> (B, 1), optionally from the top k only."""
-    logits = logits.float() / max(temperature, 1e-8)
-    if top_k is not None:
-        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, [-1]]  # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = F.softmax(logits, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)

@@ -1,73 +1,24 @@
-"""The GPT LightningModule, and the language-model helpers the RNN family shares.
-
-`lm_epoch_metrics` and `text_sample` are used by both language-model families (transformer and rnn); they
-would sit in bigtrain/models/common.py, which is shared code owned elsewhere.
-"""
+"""The GPT LightningModule: next-token cross-entropy, perplexity and bits per token, text samples."""
 
 from __future__ import annotations
-
-import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
-from torchmetrics import MeanMetric, Metric
+from torchmetrics import MeanMetric
 
-from bigtrain.errors import UserError
-from bigtrain.models.common import OptimConfig, attached_datamodule, log_text, optimizer_and_schedule
+from bigtrain.models.common import (
+    OptimConfig,
+    attached_datamodule,
+    fresh_metric,
+    lm_epoch_metrics,
+    log_text_sample,
+    optimizer_and_schedule,
+)
 from bigtrain.models.config import as_config, fill_from_data, resolve, to_dict
 from bigtrain.models.transformer.model import GPT, PRESETS, GPTConfig
 from bigtrain.strategies import parallelize
-
-SAMPLE_SEED = 1234
-"""Seed of the generator text samples are drawn with, so each epoch's sample is comparable."""
-
-Generate = Callable[[Tensor, int, torch.Generator], Tensor]
-"""(prompt ids (1, T), new tokens, generator) -> ids (1, T + new)."""
-
-
-def lm_epoch_metrics(stage: str, loss_mean: MeanMetric) -> dict[str, Tensor]:
-    """`<stage>/loss`, `/ppl` (exp of the mean loss) and `/bpc` (loss in bits per token) from a mean."""
-    loss = loss_mean.compute()  # synchronised across ranks by torchmetrics
-    loss_mean.reset()
-    return {f"{stage}/loss": loss, f"{stage}/ppl": loss.exp(), f"{stage}/bpc": loss / math.log(2)}
-
-
-def fresh_metric(metric: Metric) -> None:
-    """Reset a metric at the start of an evaluation epoch.
-
-    `trainer.validate` runs under inference mode, so a reset there leaves inference tensors that the
-    validation inside `trainer.fit` (plain no_grad) may not update in place; resetting at each epoch's start
-    makes the state in the mode that will update it.
-    """
-    metric.reset()
-
-
-def text_sample(module: LightningModule, generate: Generate, n_tokens: int) -> str | None:
-    """Text generated from a newline, decoded by the attached DataModule; fixed seed, global RNG untouched.
-
-    Every rank generates (a sharded net needs all ranks in each forward); `log_text` keeps rank 0's.
-    """
-    data = attached_datamodule(module)
-    if n_tokens <= 0 or data is None or not hasattr(data, "decode"):
-        return None
-    prompt = _newline_prompt(data)
-    idx = torch.tensor([prompt], dtype=torch.long, device=module.device)  # (1, 1)
-    gen = torch.Generator(device=module.device).manual_seed(SAMPLE_SEED)
-    out = generate(idx, n_tokens, gen)[0].tolist()
-    # A vocabulary padded beyond the data's has ids the DataModule cannot decode.
-    limit = getattr(data, "vocab_size", None) or math.inf
-    return data.decode([i for i in out if i < limit])
-
-
-def _newline_prompt(data: object) -> list[int]:
-    try:
-        ids = data.encode("\n")  # type: ignore[attr-defined]
-    except (KeyError, ValueError, UserError):  # a vocabulary without a newline
-        ids = []
-    return list(ids)[-1:] or [0]
 
 
 class GPTModule(LightningModule):
@@ -149,9 +100,7 @@ class GPTModule(LightningModule):
             self.log_dict(lm_epoch_metrics("val", self.loss_mean["val"]), sync_dist=True)
         if self.trainer.sanity_checking:
             return
-        self.last_sample = text_sample(self, self._generate, self.sample_tokens)
-        if self.last_sample is not None:
-            log_text(self, "samples/text", self.last_sample)
+        self.last_sample = log_text_sample(self, self._generate, self.sample_tokens)
 
     def on_test_epoch_end(self) -> None:
         """Log test/loss, test/ppl, test/bpc."""
