@@ -46,6 +46,10 @@ class BigtrainCLI(LightningCLI):
 
         # `--nonfinite.mode skip|stop|off`, `--nonfinite.max_skips N` (or `nonfinite:` in a recipe).
         parser.add_lightning_class_args(NonFiniteGuard, "nonfinite")
+        from bigtrain.callbacks.checkpoints import CheckpointPolicy
+
+        # `--checkpoint.keep_last K`, `--checkpoint.every_n_steps N`, `--checkpoint.best METRIC|auto|null`.
+        parser.add_class_arguments(CheckpointPolicy, "checkpoint")
 
     def _parse_ckpt_path(self) -> None:
         """Vet `--ckpt_path FILE|DIR` before anything loads it: one line if missing, unsafe or corrupt."""
@@ -82,7 +86,10 @@ class BigtrainCLI(LightningCLI):
 
             config["logger"] = TensorBoardLogger(save_dir=str(self.run_dir), name="", version="")
         extra = [RunDirectory(self.run_dir, self.subcommand)]
-        extra += default_callbacks(self.run_dir, config, fitting=self.subcommand == "fit")
+        policy = self.config_init[self.subcommand].get("checkpoint") if self.subcommand else None
+        extra += default_callbacks(
+            self.run_dir, config, fitting=self.subcommand == "fit", policy=policy, module=self.model
+        )
         config["callbacks"] = list(config.get("callbacks") or []) + extra
         if not config.get("plugins"):
             from bigtrain.cluster import environment_plugins
@@ -101,6 +108,10 @@ class BigtrainCLI(LightningCLI):
             from bigtrain.checkpoint import find_resume_checkpoint
 
             found = find_resume_checkpoint(self.run_dir)
+            if found is not None:
+                from bigtrain.safe_load import check_checkpoint
+
+                check_checkpoint(found)  # plain tensors only, as for an explicit --ckpt_path
             if found is None and self.trainer.is_global_zero:
                 print(f"no checkpoint in {self.run_dir / 'checkpoints'}: starting fresh")
             cfg["ckpt_path"] = str(found) if found else None

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,8 +30,12 @@ def shared_data() -> Path:
     return path
 
 
-def run_bigtrain(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None):
-    """Run `python -m bigtrain ARGS` in a subprocess; returns the CompletedProcess (text output)."""
+def run_bigtrain(
+    *args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None, **popen: Any
+):
+    """Run `python -m bigtrain ARGS` in a subprocess; returns the CompletedProcess (text output).
+
+    `popen`: more keyword arguments for subprocess.run (e.g. `preexec_fn`)."""
     full_env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", **(env or {})}
     full_env.pop("BIGTRAIN_RUN_DIR", None)
     return subprocess.run(
@@ -40,6 +45,7 @@ def run_bigtrain(*args: str, cwd: Path | None = None, timeout: float = 600, env:
         capture_output=True,
         text=True,
         timeout=timeout,
+        **popen,
     )
 
 

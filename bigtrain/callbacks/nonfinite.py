@@ -26,8 +26,6 @@ would take `trainer.global_step` from k-1 to k.
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -35,7 +33,7 @@ from typing import Any, Literal
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from bigtrain.checkpoint import CHECKPOINT_DIR
+from bigtrain.callbacks.checkpoints import checkpoint_folder, save_atomically
 from bigtrain.errors import UserError
 
 Mode = Literal["skip", "stop", "off"]
@@ -168,28 +166,9 @@ class NonFiniteGuard(Callback):
 
     # Saving ------------------------------------------------------------------------------------------
 
-    def checkpoint_folder(self, trainer: Trainer) -> Path:
-        """The ModelCheckpoint folder when there is one, else `<default_root_dir>/checkpoints`."""
-        callback = trainer.checkpoint_callback
-        if callback is not None and getattr(callback, "dirpath", None):
-            return Path(callback.dirpath)
-        return Path(trainer.default_root_dir) / CHECKPOINT_DIR
-
     def save(self, trainer: Trainer, step: int) -> Path:
         """Save the current (last good) state atomically on every rank's behalf; returns its path."""
-        folder = self.checkpoint_folder(trainer)
-        final = folder / f"{PREFIX}{step}.ckpt"
-        partial = folder / f".{final.name}.tmp"
-        if trainer.is_global_zero:
-            folder.mkdir(parents=True, exist_ok=True)
-            _remove(partial)
-        trainer.strategy.barrier("bigtrain-nonfinite-prepare")
-        trainer.save_checkpoint(partial)  # collective for sharded strategies
-        if trainer.is_global_zero:
-            _remove(final)
-            os.replace(partial, final)
-        trainer.strategy.barrier("bigtrain-nonfinite-saved")
-        return final
+        return save_atomically(trainer, checkpoint_folder(trainer) / f"{PREFIX}{step}.ckpt")
 
 
 def first_nonfinite(params: list[torch.Tensor]) -> torch.Tensor:
@@ -225,10 +204,3 @@ def parameter_name(module: torch.nn.Module, param: torch.Tensor) -> str:
 def _local(tensor: torch.Tensor) -> torch.Tensor:
     # A DTensor (FSDP2, tensor parallel) is checked through this rank's shard; the ranks then agree.
     return tensor.to_local() if hasattr(tensor, "to_local") else tensor
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()

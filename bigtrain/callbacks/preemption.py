@@ -4,7 +4,7 @@ SLURM warns a job before its time limit (`#SBATCH --signal=USR1@90`) and before 
 then SIGKILL after `KillWait`). The handler only records the signal: saving inside a signal handler can
 interrupt a collective or an optimizer step half-way. At the end of the next optimizer step every rank
 votes (any rank that saw the signal stops all of them, so they stop at the same step), the checkpoint is
-written under a temporary name and renamed when complete, global rank 0 runs `scontrol requeue`, and every
+written atomically with its manifest, global rank 0 runs `scontrol requeue`, and every
 rank exits. The requeued job starts again with `--ckpt_path auto` and resumes from that checkpoint.
 """
 
@@ -22,7 +22,7 @@ import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from bigtrain.checkpoint import CHECKPOINT_DIR
+from bigtrain.callbacks.checkpoints import checkpoint_folder, remove_checkpoint, save_atomically
 
 # EX_TEMPFAIL: "temporary failure, the user is invited to retry" -- the run is saved, not finished.
 EXIT_NOT_REQUEUED = 75
@@ -54,13 +54,6 @@ def requeue(job_id: str | None) -> tuple[bool, str]:
         reason = (result.stderr or result.stdout).strip().splitlines()
         return False, f"scontrol requeue {job_id} failed: {reason[-1] if reason else result.returncode}"
     return True, f"requeued SLURM job {job_id}"
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
 
 
 class Preemption(Callback):
@@ -131,32 +124,14 @@ class Preemption(Callback):
         if signum:
             self._preempt(trainer, signal.Signals(signum).name)
 
-    def checkpoint_folder(self, trainer: Trainer) -> Path:
-        """Where the preemption checkpoint goes."""
-        if self.dirpath is not None:
-            return Path(self.dirpath)
-        callback = trainer.checkpoint_callback
-        if callback is not None and getattr(callback, "dirpath", None):
-            return Path(callback.dirpath)
-        return Path(trainer.default_root_dir) / CHECKPOINT_DIR
-
     def save(self, trainer: Trainer) -> Path:
         """Save a checkpoint of the current step atomically (every rank calls this); returns its path."""
-        folder = self.checkpoint_folder(trainer)
-        final = folder / f"{PREFIX}{trainer.global_step}.ckpt"
-        partial = folder / f".{final.name}.tmp"
+        folder = Path(self.dirpath) if self.dirpath is not None else checkpoint_folder(trainer)
+        final = save_atomically(trainer, folder / f"{PREFIX}{trainer.global_step}.ckpt")
         if trainer.is_global_zero:
-            folder.mkdir(parents=True, exist_ok=True)
-            _remove(partial)  # left by an attempt killed while saving
-        trainer.strategy.barrier("bigtrain-preemption-prepare")
-        trainer.save_checkpoint(partial, weights_only=False)  # collective; ends with a barrier
-        if trainer.is_global_zero:
-            _remove(final)
-            os.replace(partial, final)
             for older in folder.glob(f"{PREFIX}*.ckpt"):
                 if older != final:
-                    _remove(older)
-        trainer.strategy.barrier("bigtrain-preemption-saved")
+                    remove_checkpoint(older)
         return final
 
     def _preempt(self, trainer: Trainer, received: str) -> None:

@@ -97,10 +97,12 @@ class StopAtStep(Callback):
     ) -> None:
         if trainer.global_step < self.step:
             return
+        from bigtrain.callbacks.checkpoints import save_atomically
+
         path = self.path or str(
             Path(trainer.default_root_dir) / "checkpoints" / f"stop-step={trainer.global_step}.ckpt"
         )
-        trainer.save_checkpoint(path)
+        save_atomically(trainer, Path(path))  # with its manifest, so that `--ckpt_path auto` takes it
         for callback in trainer.callbacks:
             if isinstance(callback, RecordSteps):
                 callback.write(trainer, pl_module)

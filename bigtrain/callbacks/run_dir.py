@@ -65,9 +65,14 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def default_callbacks(run_dir: Path, trainer_config: dict[str, Any], *, fitting: bool) -> list[Callback]:
-    """Checkpoints into <run_dir>/checkpoints, a rich progress bar, and preemption handling while fitting."""
-    callbacks: list[Callback] = []
+def default_callbacks(
+    run_dir: Path, trainer_config: dict[str, Any], *, fitting: bool, policy: Any = None, module: Any = None
+) -> list[Callback]:
+    """Checkpoints into <run_dir>/checkpoints (by `policy`, a CheckpointPolicy), a rich progress bar, and
+    preemption handling while fitting."""
+    from bigtrain.callbacks.peers import PeerWatch
+
+    callbacks: list[Callback] = [PeerWatch()]  # a dead or hung rank: name it, stop the others
     if trainer_config.get("enable_progress_bar", True) is not False:
         from lightning.pytorch.callbacks import RichProgressBar
 
@@ -75,7 +80,11 @@ def default_callbacks(run_dir: Path, trainer_config: dict[str, Any], *, fitting:
     if fitting and trainer_config.get("enable_checkpointing", True) is not False:
         user = [c for c in trainer_config.get("callbacks") or [] if isinstance(c, ModelCheckpoint)]
         if not user:
-            callbacks.append(ModelCheckpoint(dirpath=str(Path(run_dir) / "checkpoints"), save_last=True))
+            from bigtrain.callbacks.checkpoints import CheckpointPolicy
+
+            validates = trainer_config.get("limit_val_batches") not in (0, 0.0)
+            policy = policy or CheckpointPolicy()
+            callbacks += policy.callbacks(Path(run_dir) / "checkpoints", module, validates)
     if fitting:
         from bigtrain.callbacks.preemption import Preemption
         from bigtrain.callbacks.resume_state import ResumeState

@@ -13,7 +13,7 @@ from lightning.pytorch import Trainer
 from steplog import SendSignal, StepLog, Tiny, read_steps
 
 from bigtrain.callbacks.preemption import EXIT_NOT_REQUEUED, Preemption
-from bigtrain.checkpoint import find_resume_checkpoint
+from bigtrain.checkpoint import find_resume_checkpoint, verify
 
 HERE = Path(__file__).resolve().parent
 MAX_STEPS = 12
@@ -116,4 +116,6 @@ def test_ranks_agree_on_the_stop_step(tmp_path):
     assert "preempted by SIGUSR1 after step 4" in result.stderr  # rank 0 learns it from rank 1
     steps = [read_steps(tmp_path / f"steps-rank{r}.txt")[0] for r in (0, 1)]
     assert steps[0] == steps[1] and steps[0][-1] == 4, steps
-    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["preempt-step=4.ckpt"]
+    saved = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert saved == ["preempt-step=4.ckpt", "preempt-step=4.ckpt.manifest.json"]
+    assert verify(tmp_path / "checkpoints" / "preempt-step=4.ckpt") is None

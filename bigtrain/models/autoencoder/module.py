@@ -58,6 +58,9 @@ class AutoencoderModule(LightningModule):
         num_images: Images per row of the logged grids (0 logs none).
     """
 
+    # `--checkpoint.best auto` keeps the best checkpoint by this validation metric (and mode).
+    checkpoint_metric: tuple[str, str] | None = ("val/loss", "min")
+
     def __init__(
         self,
         net: AutoencoderConfig = AutoencoderConfig(),  # noqa: B008 (a dataclass default, never mutated)

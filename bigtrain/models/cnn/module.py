@@ -43,6 +43,9 @@ class ResNetClassifier(LightningModule):
             cross-entropy so that they compare across runs.
     """
 
+    # `--checkpoint.best auto` keeps the best checkpoint by this validation metric (and mode).
+    checkpoint_metric: tuple[str, str] | None = ("val/acc", "max")
+
     def __init__(
         self,
         net: ResNetConfig = ResNetConfig(),  # noqa: B008 (a dataclass default, never mutated)

@@ -41,6 +41,9 @@ class DCGANModule(LightningModule):
         sample_every_n_epochs: Log the fixed-noise grid after every this many validation epochs.
     """
 
+    # No single validation metric says which GAN checkpoint is best: `--checkpoint.best auto` keeps none.
+    checkpoint_metric: tuple[str, str] | None = None
+
     def __init__(
         self,
         net: GANConfig = GANConfig(),  # noqa: B008 (never mutated: resolve() copies it)

@@ -37,6 +37,9 @@ class RNNModule(LightningModule):
             'lm'); 0: none.
     """
 
+    # `--checkpoint.best auto` keeps the best checkpoint by this validation metric (and mode).
+    checkpoint_metric: tuple[str, str] | None = ("val/loss", "min")
+
     def __init__(
         self,
         net: RNNConfig = RNNConfig(),  # noqa: B008 (never mutated: resolve() copies it)

@@ -30,6 +30,9 @@ class GPTModule(LightningModule):
         sample_tokens: Tokens of generated text logged under `samples/text` after each validation; 0: none.
     """
 
+    # `--checkpoint.best auto` keeps the best checkpoint by this validation metric (and mode).
+    checkpoint_metric: tuple[str, str] | None = ("val/loss", "min")
+
     def __init__(
         self,
         net: GPTConfig = GPTConfig(),  # noqa: B008 (never mutated: resolve() copies it)
