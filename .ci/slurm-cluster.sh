@@ -20,7 +20,8 @@ HOST="$(hostname -s)"
 
 # The emulated nodes claim the host's cores (each of them: they oversubscribe the same CPUs) and a memory
 # size below the real one, so slurmd never drains a node for "low resources".
-CPUS="$(nproc)"
+# (getconf, not nproc: nproc follows OMP_NUM_THREADS, which test runs set to 1.)
+CPUS="$(getconf _NPROCESSORS_ONLN)"
 MEM_MB="$(awk '/MemTotal/ {print int($2 / 1024 / 2)}' /proc/meminfo)"
 
 write_config() {

@@ -113,6 +113,29 @@ def _zero(counts: dict[str, int]) -> None:
         counts[name] = 0
 
 
+def reload_loader_state(trainer: Trainer) -> bool:
+    """Load the checkpoint's train-loader state now if Lightning has left it pending; whether it did.
+
+    Lightning hands the saved loader state (the position in the epoch) to the train loaders when it builds
+    them after restoring a checkpoint. Anything that asks for them earlier builds them before the restore,
+    and the state is then never loaded: `trainer.estimated_stepping_batches` in `configure_optimizers` does,
+    whenever `max_epochs` is set, and the resumed run restarts its epoch from the first batch. Here the
+    state is loaded into those loaders and their iterator started again, with the sampler already on the
+    resumed epoch (the iterator draws its first batch at once). Uses the fit loop's private attributes.
+    """
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+
+    fit = trainer.fit_loop
+    loader = getattr(fit, "_combined_loader", None)
+    if not (fit.restarting and getattr(fit, "_combined_loader_states_to_load", None) and loader is not None):
+        return False
+    for dataloader in loader.flattened:
+        _set_sampler_epoch(dataloader, fit.epoch_progress.current.processed)
+    fit._load_combined_loader_states()
+    iter(fit._data_fetcher)
+    return True
+
+
 class ResumeState(Callback):
     """Saves every rank's RNG states in checkpoints; restores them before the first batch after a resume."""
 
@@ -138,6 +161,10 @@ class ResumeState(Callback):
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         settle_epoch_end(checkpoint)
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Give the train loaders their saved position if Lightning did not (see `reload_loader_state`)."""
+        reload_loader_state(trainer)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Keep the saved states until training resumes (restoring now would be undone by the set-up)."""

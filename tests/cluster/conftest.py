@@ -54,7 +54,9 @@ def slurm_env(tmp_path_factory) -> dict[str, str]:
     assert conf, "slurm-cluster.sh env printed no SLURM_CONF"
     env["SLURM_CONF"] = conf.group(1)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
+    # steplog here, and the distributed tests' recorder (per-step losses, final weights) for exact resume.
+    recorder = REPO / "tests" / "distributed"
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(recorder), env.get("PYTHONPATH", "")])
     yield env
     if started:
         _cluster(env, "stop")

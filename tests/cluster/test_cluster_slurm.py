@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import QUICK, bigtrain, job_field, wait_for, wait_for_state
 from steplog import read_steps
 
@@ -81,11 +82,17 @@ def test_one_node_two_tasks(slurm_env, cancel_after, recipe, tmp_path):
     assert [(r["global_rank"], r["local_rank"], r["node_rank"]) for r in ranks] == [(0, 0, 0), (1, 1, 0)]
 
 
+RECORD = ["--trainer.callbacks+=recorder.Record"]
+"""Per-step losses (losses.json) and the final weights (weights.safetensors) of the run's last process."""
+
+
 @pytest.mark.slow
-def test_preempted_job_checkpoints_requeues_and_finishes(slurm_env, cancel_after, recipe, tmp_path):
+def test_preempted_job_checkpoints_requeues_and_finishes_exactly(slurm_env, cancel_after, recipe, tmp_path):
+    """Preempted mid-epoch, requeued and resumed, the job ends with the per-step losses and final weights
+    of the same job run uninterrupted."""
     run = tmp_path / "run"
     # Slow steps (0.5 s each) leave time to signal the job mid-training.
-    job_id = submit(slurm_env, cancel_after, recipe, run, 2, 1, "--trainer.callbacks.delay", "0.5")
+    job_id = submit(slurm_env, cancel_after, recipe, run, 2, 1, "--trainer.callbacks.delay", "0.5", *RECORD)
     steps_file = run / "steps-rank0.txt"
     wait_for(
         lambda: steps_file.exists() and len(steps_file.read_text().split()) >= 5, 180, "training to start"
@@ -112,6 +119,16 @@ def test_preempted_job_checkpoints_requeues_and_finishes(slurm_env, cancel_after
         assert first == list(range(1, step + 1)), first
         assert second == list(range(step + 1, MAX_STEPS + 1)), second
     assert {r["restart"] for r in ranks_seen(run)} == {1}
+
+    full = tmp_path / "uninterrupted"
+    finish(slurm_env, submit(slurm_env, cancel_after, recipe, full, 2, 1, *RECORD), full)
+    from safetensors.torch import load_file
+
+    expected = json.loads((full / "losses.json").read_text())["train/loss"]
+    resumed = json.loads((run / "losses.json").read_text())["train/loss"]
+    assert len(expected) == MAX_STEPS and resumed == expected[step:], (step, resumed, expected)
+    weights = load_file(run / "weights.safetensors")
+    assert all(torch.equal(weights[k], v) for k, v in load_file(full / "weights.safetensors").items())
 
 
 def test_unknown_partition_is_one_line_and_exit_2(slurm_env, recipe, tmp_path):

@@ -154,12 +154,24 @@ class DropoutNet(LightningModule):
 STEPS = 14  # 7 batches per epoch: two epochs
 
 
-def _fit(root, *callbacks, ckpt_path=None, max_steps=STEPS) -> RecordSteps:
+class ScheduledNet(DropoutNet):
+    """Asks for the run's length in `configure_optimizers`, as bigtrain's schedules do: with `max_epochs`
+    set, that builds the train loader before a resume has restored the checkpoint."""
+
+    def configure_optimizers(self):  # noqa: D102
+        total = self.trainer.estimated_stepping_batches
+        optimizer = torch.optim.SGD(self.parameters(), lr=0.1)
+        decay = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / (total + 1))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": decay, "interval": "step"}}
+
+
+def _fit(root, *callbacks, ckpt_path=None, max_steps=STEPS, net=DropoutNet, max_epochs=None) -> RecordSteps:
     torch.manual_seed(0)
     record = RecordSteps(dirpath=str(root))
     trainer = Trainer(
         default_root_dir=str(root),
         max_steps=max_steps,
+        max_epochs=max_epochs,
         val_check_interval=3,
         limit_val_batches=2,
         accelerator="cpu",
@@ -172,7 +184,7 @@ def _fit(root, *callbacks, ckpt_path=None, max_steps=STEPS) -> RecordSteps:
     )
     if ckpt_path is not None:
         torch.manual_seed(1234)  # a new process: its generators are wherever its own start-up left them
-    trainer.fit(DropoutNet(), datamodule=NoisyData(), ckpt_path=ckpt_path)
+    trainer.fit(net(), datamodule=NoisyData(), ckpt_path=ckpt_path)
     return record
 
 
@@ -267,3 +279,23 @@ def test_continuing_a_run_that_ended_at_max_steps_is_exact(tmp_path, stop):
     ]
     assert [s["losses"] for s in longer.steps] == [s["losses"] for s in full.steps[stop:]]
     assert all(torch.equal(a, b) for a, b in zip(full_weights(full), full_weights(longer), strict=True))
+
+
+def test_resume_is_exact_when_the_train_loader_was_built_before_the_restore(tmp_path):
+    """`estimated_stepping_batches` with `max_epochs` set builds the train loader before Lightning restores
+    a checkpoint, which then never gives it its position: the resumed epoch would start from batch 0."""
+    fit = {"net": ScheduledNet, "max_epochs": 3}
+    full = _fit(tmp_path / "full", ResumeState(), **fit)
+    with pytest.raises(SystemExit):
+        _fit(tmp_path / "run", StopAtStep(step=3), ResumeState(), **fit)
+    resumed = _fit(
+        tmp_path / "resumed",
+        ResumeState(),
+        ckpt_path=str(tmp_path / "run" / "checkpoints" / "stop-step=3.ckpt"),
+        **fit,
+    )
+    assert [(s["epoch"], s["batch"]) for s in resumed.steps] == [
+        (s["epoch"], s["batch"]) for s in full.steps[3:]
+    ]
+    assert [s["losses"] for s in resumed.steps] == [s["losses"] for s in full.steps[3:]]
+    assert all(torch.equal(a, b) for a, b in zip(full_weights(full), full_weights(resumed), strict=True))
