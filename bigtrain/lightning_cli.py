@@ -194,8 +194,10 @@ def _cli(command: str, args: list[str], cls: type[BigtrainCLI] = BigtrainCLI) ->
     load_all()  # imports every family, so recipes may name classes briefly
     from jsonargparse import set_parsing_settings
 
-    # The docstring under each config field becomes its --help text.
-    set_parsing_settings(docstring_parse_attribute_docstrings=True)
+    # The docstring under each config field becomes its --help text. Parsing them costs seconds, so only
+    # when help is asked for (`--help`, `--model.help CLASS`, ...).
+    wants_help = any(a in ("-h", "--help") or a.endswith(".help") for a in args)
+    set_parsing_settings(docstring_parse_attribute_docstrings=wants_help)
 
     no_exit = {"exit_on_error": False}
     kwargs: dict[str, Any] = {

@@ -31,6 +31,14 @@ def test_help_is_fast_and_lists_commands(bigtrain_cmd):
     assert elapsed < 5, f"bigtrain --help took {elapsed:.2f}s"
 
 
+def test_class_help_shows_the_docstrings_of_config_fields(bigtrain_cmd):
+    """Field docstrings are parsed only when help is asked for; then they are the options' help text."""
+    out = bigtrain_cmd("fit", "--model.help", "ResNetClassifier")
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())
+    assert "--model.net.width WIDTH Channels of the first stage's 3x3 convolutions" in text
+
+
 def test_help_does_not_import_torch():
     import subprocess
     import sys

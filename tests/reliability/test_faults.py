@@ -93,3 +93,28 @@ def test_killed_rank_is_named_and_auto_resume_matches_the_uninterrupted_run(tmp_
     weights = load_file(tmp_path / "K" / "weights.safetensors")
     for name, value in load_file(tmp_path / "U" / "weights.safetensors").items():
         assert torch.equal(weights[name], value), name
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds rank 1's process through /proc")
+def test_hung_rank_is_named_after_the_collective_timeout(tmp_path):
+    """SIGSTOP rank 1: rank 0's collective times out after timeout_s; rank 1 never checks in at the store."""
+    timeout_s = 10
+    hung = _bigtrain(
+        tmp_path / "H", "--trainer.max_steps", "200", "--trainer.strategy.timeout_s", str(timeout_s)
+    )
+    step4 = manifest_path(tmp_path / "H" / "checkpoints" / "epoch=0-step=4.ckpt")
+    deadline = time.monotonic() + 600
+    while not step4.exists():
+        assert hung.poll() is None and time.monotonic() < deadline, hung.communicate()[1][-3000:]
+        time.sleep(0.1)
+    os.kill(_child(hung.pid), 19)  # SIGSTOP: alive, but never arrives
+    stopped_at = time.monotonic()
+    code, err = _finish(hung, timeout=120)
+    took = time.monotonic() - stopped_at
+    line = [x for x in err.splitlines() if x.startswith("bigtrain: error:")]
+    print(f"rank 0 exited {took:.1f} s after rank 1 stopped, with {code}: {line}")
+    # The collective waits timeout_s, then the survivors wait for each other at the store (up to 10 s).
+    assert code == 1 and timeout_s <= took < timeout_s + 10 + 20, err[-3000:]
+    assert len(line) == 1 and line[0].startswith("bigtrain: error: rank 1 of 2 did not arrive"), err[-3000:]
