@@ -82,6 +82,24 @@ def test_sharded_checkpoint_is_a_folder_of_shards(runs):
     assert len(list(folder.glob("*.distcp"))) == 2
 
 
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_auto_skips_a_sharded_checkpoint_missing_a_shard(runs, tmp_path):
+    """U keeps its two newest sharded checkpoints (steps 8 and 9); without one of step 9's shards, `auto`
+    takes step 8's."""
+    from bigtrain.checkpoint import find_resume_checkpoint, manifest_path
+
+    shutil.copytree(runs / "U" / "checkpoints", tmp_path / "checkpoints", symlinks=True)
+    folder = tmp_path / "checkpoints"
+    newest, previous = folder / "epoch=2-step=9.ckpt", folder / "epoch=1-step=8.ckpt"
+    assert manifest_path(newest).is_file() and len(list(newest.glob("*.distcp"))) == 2
+    assert find_resume_checkpoint(tmp_path) == newest
+    (newest / "__1_0.distcp").unlink()
+    warnings: list[str] = []
+    assert find_resume_checkpoint(tmp_path, warn=warnings.append) == previous
+    assert warnings == [f"skipping checkpoint {newest}: file __1_0.distcp is missing"]
+
+
 def _resume(runs: Path, name: str, strategy: str, ranks: int, ckpt: Path) -> float:
     from dist_helpers import launch, wait
 
