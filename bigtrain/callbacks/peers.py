@@ -140,11 +140,10 @@ class PeerWatch(Callback):
             missing, lowest = missing_ranks(store, trainer.global_rank, world, key, grace)
         except Exception:  # noqa: BLE001 (the store lives in rank 0's process: unreachable means it is gone)
             _stop(trainer, f"rank 0 of {world} did not answer (it hosts the rendezvous: died or hangs)", saw)
-        if not lowest:  # the lowest rank that arrived reports; the others leave quietly
-            _report_lock.acquire()
         who = (
             f"{_plural(missing)} of {world} did not arrive (died or hangs)"
             if missing
             else "a collective failed"
         )
-        _stop(trainer, who, saw)
+        # The lowest rank that arrived speaks; the others leave quietly.
+        _stop(trainer, who, saw, report=lowest)
