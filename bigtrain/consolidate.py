@@ -82,7 +82,7 @@ def find_source(path: str | Path) -> Path:
     if found is None:
         raise UserError(
             f"{path} is neither a sharded checkpoint (no .metadata) "
-            "nor a run directory with checkpoints/*.ckpt"
+            "nor a run directory with a complete checkpoint in checkpoints/ (one matching its manifest)"
         )
     return found
 

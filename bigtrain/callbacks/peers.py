@@ -30,7 +30,8 @@ POLL_S = 0.5
 GRACE_S = 10.0
 """How long survivors wait for each other at the store (bounded by the collective timeout)."""
 
-_MARKERS = ("connection closed", "connection reset", "broken pipe", "timed out", "timeout", "gloo", "nccl")
+_MARKERS = ("connection closed by peer", "connection reset by peer", "timed out waiting", "gloo", "nccl")
+"""Words of the backends' errors for a lost peer (gloo's `Timed out waiting 10000ms for recv operation`)."""
 
 
 def is_peer_failure(err: BaseException) -> bool:

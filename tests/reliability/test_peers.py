@@ -35,6 +35,7 @@ def test_ranks_that_do_not_check_in_are_named_and_the_lowest_present_one_reports
         (torch.distributed.DistBackendError("NCCL communicator was aborted"), True),
         (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), False),
         (ValueError("connection closed"), False),
+        (RuntimeError("DataLoader timed out after 5 seconds"), False),
     ],
 )
 def test_peer_failures_are_told_from_other_errors(err, expected):
