@@ -13,6 +13,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from bigtrain.errors import UserError
 from bigtrain.parse_errors import one_line
+from bigtrain.run_names import run_name
 
 RUN_DIR_ENV = "BIGTRAIN_RUN_DIR"
 """Lightning re-runs the command line for each DDP rank it starts; they find the run directory here."""
@@ -151,7 +152,7 @@ def default_run_dir(name: str) -> str:
         return os.environ[RUN_DIR_ENV]
     job = os.environ.get("SLURM_JOB_ID")
     stamp = f"slurm-{job}" if job else time.strftime("%Y%m%d-%H%M%S")
-    base = Path("runs") / name / stamp
+    base = Path("runs") / run_name(name) / stamp  # a recipe file may set recipe_name: keep it in runs/
     path, n = base, 1
     while path.exists() and not job:
         n += 1
@@ -176,9 +177,7 @@ def expand_recipe(args: list[str]) -> list[str]:
             else:
                 raise UserError("--recipe needs a name; see `bigtrain recipes list`")
             path = find(name)
-            is_file = name.endswith((".yaml", ".yml"))
-            stem = path.stem if is_file else name.replace("/", "-")
-            out += ["--config", str(path), "--recipe_name", stem]
+            out += ["--config", str(path), "--recipe_name", run_name(name)]
         else:
             out.append(arg)
         i += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -14,12 +15,15 @@ from typing import Any
 import yaml
 
 from bigtrain.errors import UserError
+from bigtrain.run_names import run_name
 
 ACCELERATORS = ("gpu", "cpu")
 # Strategy settings that mean "one process". With more ranks they become `auto`, which bigtrain resolves
 # for the counts in the config (DDP, or FSDP when the model needs it).
 SINGLE_PROCESS_STRATEGIES = ("single", "single_device", "bigtrain.strategies.single")
 SEED_VARIABLES = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")
+_IFNAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
+"""A Linux network interface name (at most 15 characters)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,8 @@ def socket_variables(ifname: str | None) -> dict[str, str]:
     """GLOO_SOCKET_IFNAME and NCCL_SOCKET_IFNAME naming the network interface `ifname`; none when unset."""
     if not ifname:
         return {}
+    if not _IFNAME.fullmatch(ifname):
+        raise UserError(f"--socket-ifname {ifname!r} is not a network interface name (e.g. eth0, ib0)")
     # gloo and NCCL otherwise advertise the address the hostname resolves to, often a loopback one.
     return {"GLOO_SOCKET_IFNAME": ifname, "NCCL_SOCKET_IFNAME": ifname}
 
@@ -133,16 +139,11 @@ def apply_layout(cfg: dict[str, Any], layout: Layout, run_dir: Path) -> dict[str
     return cfg
 
 
-def run_name(recipe: str) -> str:
-    """`cnn/glyphs` -> `cnn-glyphs` (a recipe file path -> its stem)."""
-    if recipe.endswith((".yaml", ".yml")):
-        return Path(recipe).stem
-    return recipe.replace("/", "-")
-
-
 def new_run_dir(recipe: str, given: str | None, *, must_be_new: bool) -> Path:
     """The run directory as an absolute path: `given`, or `runs/<recipe>/<time>` under the current folder."""
     if given:
+        if any(ord(c) < 32 or ord(c) == 127 for c in given):
+            raise UserError(f"--run-dir {given!r} contains a control character (newline, tab, ...)")
         path = Path(given).expanduser().absolute()
     else:
         path = Path("runs", run_name(recipe), time.strftime("%Y%m%d-%H%M%S")).absolute()

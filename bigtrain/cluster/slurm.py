@@ -20,6 +20,18 @@ COMMENT_PREFIX = "bigtrain:"
 # SLURM's time formats: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS.
 _TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# What each #SBATCH value may hold. A directive line is read by sbatch, not by a shell, so quoting cannot
+# protect it: a newline would end the directive block and put the rest of the value into the script.
+_DIRECTIVE_VALUES = {
+    "partition": (re.compile(r"^[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*$"), "names of letters, digits, '_.-'"),
+    "account": (re.compile(r"^[A-Za-z0-9_.-]+$"), "letters, digits, '_.-'"),
+    "qos": (re.compile(r"^[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*$"), "names of letters, digits, '_.-'"),
+    "mem": (re.compile(r"^[0-9]+[KMGT]?$", re.IGNORECASE), "a number with an optional K, M, G or T"),
+}
+# A run directory is written into #SBATCH lines (--output, --comment) and srun lines: a plain path only.
+_PLAIN_PATH = re.compile(r"^[A-Za-z0-9_./+,:@=-]+$")
+MAX_SIGNAL_BEFORE = 65535
+"""SLURM's limit for `--signal=SIG@TIME` (seconds)."""
 
 
 @dataclass(frozen=True)
@@ -59,9 +71,9 @@ class SlurmJob:
 
 def time_seconds(value: str) -> int:
     """A SLURM time limit (`MM`, `HH:MM:SS`, `D-HH:MM`, ...) in seconds."""
-    match = _TIME.match(value)
+    match = _TIME.fullmatch(value)
     if not match:
-        raise UserError(f"--time '{value}' is not a SLURM time (HH:MM:SS, MM, D-HH:MM:SS)")
+        raise UserError(f"--time {value!r} is not a SLURM time (HH:MM:SS, MM, D-HH:MM:SS)")
     days, *parts = match.groups()
     numbers = [int(p) for p in parts if p is not None]
     if days is not None:  # D-HH[:MM[:SS]]
@@ -74,23 +86,50 @@ def time_seconds(value: str) -> int:
     return ((int(days or 0) * 24 + hours) * 60 + minutes) * 60 + seconds
 
 
+def check_text(option: str, value: str) -> None:
+    """Refuse control characters (newline, NUL, ...) in a value bound for a job script or command line."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise UserError(f"{option} {value!r} contains a control character (newline, tab, ...); not allowed")
+
+
 def parse_env(items: list[str]) -> tuple[tuple[str, str], ...]:
-    """`K=V` strings -> (K, V) pairs, refusing names a shell cannot export."""
+    """`K=V` strings -> (K, V) pairs, refusing names a shell cannot export and control characters."""
     pairs = []
     for item in items:
         name, sep, value = item.partition("=")
-        if not sep or not _ENV_NAME.match(name):
-            raise UserError(f"--env '{item}' is not NAME=VALUE")
+        if not sep or not _ENV_NAME.fullmatch(name):
+            raise UserError(f"--env {item!r} is not NAME=VALUE")
+        check_text("--env", item)
         pairs.append((name, value))
     return tuple(pairs)
 
 
+def _check_directives(job: SlurmJob) -> None:
+    for option, (pattern, what) in _DIRECTIVE_VALUES.items():
+        value = getattr(job, option)
+        if value is not None and not pattern.fullmatch(value):
+            raise UserError(f"--{option} {value!r} is not a SLURM {option}: use {what}")
+    if not 1 <= job.signal_before <= MAX_SIGNAL_BEFORE:
+        raise UserError(f"--signal-before must be 1 to {MAX_SIGNAL_BEFORE} seconds, got {job.signal_before}")
+    if job.time is not None:
+        time_seconds(job.time)
+
+
 def check_job(job: SlurmJob) -> None:
-    """Refuse settings that SLURM would reject late or that would make the script ambiguous."""
-    if re.search(r"\s|[\"'$`\\]", str(job.run_dir)):
+    """Refuse settings that SLURM would reject late, or that could put anything else into the script."""
+    if not _PLAIN_PATH.fullmatch(str(job.run_dir)):
         raise UserError(
-            f"run directory '{job.run_dir}' contains spaces or quotes; SLURM job scripts need a plain path"
+            f"run directory {str(job.run_dir)!r} contains spaces, quotes or shell characters; SLURM job "
+            "scripts need a plain path (letters, digits, '_./+,:@=-')"
         )
+    _check_directives(job)
+    socket_variables(job.socket_ifname)  # refuses a name that is no interface name
+    for option, value in [
+        ("--container-image", job.container_image),
+        *(("--container-mounts", m) for m in job.container_mounts),
+    ]:
+        if value is not None:
+            check_text(option, value)
     if job.cpus_per_task is not None and job.cpus_per_task < 1:
         raise UserError(f"--cpus-per-task must be >= 1, got {job.cpus_per_task}")
     if job.time is not None and time_seconds(job.time) <= 2 * job.signal_before:
@@ -118,7 +157,10 @@ def _srun_options(job: SlurmJob) -> str:
         options.append(f"--cpus-per-task={job.cpus_per_task}")
     if job.container_image and not job.container_image.endswith(".sif"):  # pyxis / enroot
         mounts = ",".join([f"{job.run_dir}:{job.run_dir}", *job.container_mounts])
-        options += [f"--container-image={shlex.quote(job.container_image)}", f"--container-mounts={mounts}"]
+        options += [
+            f"--container-image={shlex.quote(job.container_image)}",
+            f"--container-mounts={shlex.quote(mounts)}",
+        ]
     return " ".join(options)
 
 
@@ -164,7 +206,7 @@ def render(job: SlurmJob) -> str:
         "exports": "\n".join(_exports(job)),
         "srun_options": _srun_options(job),
         "launcher": _launcher(job),
-        "config": str(job.config_path),
+        "config": shlex.quote(str(job.config_path)),
     }
     text = re.sub(r"\{\{(\w+)\}\}", lambda m: values[m.group(1)], template)
     return re.sub(r"\n{3,}", "\n\n", text)

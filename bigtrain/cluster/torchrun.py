@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +31,9 @@ class TorchrunJob:
 def parse_endpoint(value: str) -> tuple[str, int]:
     """`HOST:PORT` -> (host, port)."""
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UserError(f"--rdzv-endpoint '{value}' is not HOST:PORT (e.g. node0:29500)")
+    plain_host = re.fullmatch(r"\[?[A-Za-z0-9_.:-]+\]?", host) is not None
+    if not sep or not plain_host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"--rdzv-endpoint {value!r} is not HOST:PORT (e.g. node0:29500)")
     return host.strip("[]"), int(port)
 
 
@@ -45,6 +47,7 @@ def command(job: TorchrunJob) -> list[str]:
     """The torchrun command line for this host."""
     layout = job.layout
     host, port = parse_endpoint(job.endpoint)
+    socket_variables(job.socket_ifname)  # refuses a name that is no interface name
     if job.node_rank is not None and not 0 <= job.node_rank < layout.nodes:
         raise UserError(
             f"--node-rank {job.node_rank} is outside 0..{layout.nodes - 1} for --nnodes {layout.nodes}"
