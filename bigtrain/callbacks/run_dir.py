@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+
+from bigtrain.files import write_json_atomic
 
 
 class RunDirectory(Callback):
@@ -47,9 +48,7 @@ class RunDirectory(Callback):
         metrics.update(scalar_metrics(trainer.callback_metrics))
         metrics["global_step"] = trainer.global_step
         metrics["epoch"] = trainer.current_epoch
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        write_json_atomic(path, metrics)
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:

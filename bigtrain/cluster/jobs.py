@@ -8,7 +8,7 @@ import subprocess
 from dataclasses import dataclass
 
 from bigtrain.cluster.slurm import COMMENT_PREFIX
-from bigtrain.cluster.submit import OneLineParser
+from bigtrain.commands.args import OneLineParser
 from bigtrain.errors import UserError
 
 JOB_NAME_PREFIX = "bigtrain-"

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from bigtrain.errors import UserError
+from bigtrain.files import write_text_atomic
 from bigtrain.run_names import run_name
 
 ACCELERATORS = ("gpu", "cpu")
@@ -179,18 +180,8 @@ def resolve_run_config(recipe: str, overrides: list[str]) -> dict[str, Any]:
                 os.environ[name] = value
 
 
-def write_atomic(path: Path, text: str, mode: int | None = None) -> None:
-    """Write `text` to `path` through a temporary file, so a reader never sees half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    if mode is not None:
-        tmp.chmod(mode)
-    os.replace(tmp, path)
-
-
 def write_config(run_dir: Path, cfg: dict[str, Any]) -> Path:
     """Write `<run_dir>/config.yaml`; returns its path."""
     path = run_dir / "config.yaml"
-    write_atomic(path, yaml.safe_dump(cfg, sort_keys=False))
+    write_text_atomic(path, yaml.safe_dump(cfg, sort_keys=False))
     return path

@@ -14,11 +14,13 @@ import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from bigtrain.cluster import layout as lay
 from bigtrain.cluster import slurm, torchrun
+from bigtrain.commands.args import OneLineParser
 from bigtrain.errors import UserError, unknown
+from bigtrain.files import write_text_atomic
 
 USAGE = """\
 usage: bigtrain submit slurm --recipe NAME [overrides] --nodes N --gpus-per-node G [options] [--dry-run]
@@ -28,14 +30,6 @@ usage: bigtrain submit slurm --recipe NAME [overrides] --nodes N --gpus-per-node
 Overrides are `bigtrain fit` options such as --trainer.max_steps 100. `bigtrain submit slurm --help` and
 `bigtrain submit torchrun --help` list the options.
 """
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose errors are one-line UserErrors (exit status 2 through the bigtrain command)."""
-
-    def error(self, message: str) -> NoReturn:
-        """Raise the parse error as a UserError instead of printing usage and exiting."""
-        raise UserError(f"{self.prog}: {message}")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -147,7 +141,7 @@ def submit_slurm(argv: list[str]) -> int:
     existed = run_dir.exists()
     lay.write_config(run_dir, lay.apply_layout(cfg, layout, run_dir))
     script = slurm.render(job)
-    lay.write_atomic(job.script_path, script, mode=0o755)
+    write_text_atomic(job.script_path, script, mode=0o755)
     if args.dry_run:
         print(script, end="")
         print(

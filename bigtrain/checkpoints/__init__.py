@@ -1,0 +1,1 @@
+"""Everything about checkpoint files: manifest, atomic save, discovery for `auto`, safe loading, export."""

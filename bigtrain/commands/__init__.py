@@ -1,0 +1,1 @@
+"""The utility commands, one module each (`bigtrain <command>`), sharing one argument parser (args.py)."""
