@@ -11,8 +11,9 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, TensorDataset
 
 from bigtrain.errors import UserError
-from bigtrain.models.common import OptimConfig, text_sample
 from bigtrain.models.config import resolve
+from bigtrain.models.lm import text_sample
+from bigtrain.models.optim import OptimConfig
 from bigtrain.models.rnn import CONFIGS, PRESETS, RNN, RNNConfig, RNNModule
 
 

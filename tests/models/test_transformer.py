@@ -8,8 +8,9 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from bigtrain.errors import UserError
-from bigtrain.models.common import OptimConfig, text_sample
 from bigtrain.models.config import resolve
+from bigtrain.models.lm import text_sample
+from bigtrain.models.optim import OptimConfig
 from bigtrain.models.transformer import CONFIGS, GPT, PRESETS, GPTConfig, GPTModule
 
 

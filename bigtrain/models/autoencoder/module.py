@@ -11,9 +11,11 @@ from torchmetrics import MeanSquaredError
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from bigtrain.errors import UserError
+from bigtrain.models.attached import attached_datamodule
 from bigtrain.models.autoencoder.model import PRESETS, Autoencoder, AutoencoderConfig, kl_divergence
-from bigtrain.models.common import OptimConfig, attached_datamodule, log_image, optimizer_and_schedule
 from bigtrain.models.config import as_config, fill_from_data, resolve, to_dict
+from bigtrain.models.optim import OptimConfig, optimizer_and_schedule
+from bigtrain.models.tensorboard import log_image
 from bigtrain.strategies import parallelize
 
 SAMPLE_SEED = 0

@@ -9,9 +9,10 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from bigtrain.errors import UserError
+from bigtrain.models.attached import attached_datamodule
 from bigtrain.models.cnn.model import PRESETS, ResNet, ResNetConfig
-from bigtrain.models.common import OptimConfig, attached_datamodule, optimizer_and_schedule
 from bigtrain.models.config import as_config, fill_from_data, resolve, to_dict
+from bigtrain.models.optim import OptimConfig, optimizer_and_schedule
 from bigtrain.strategies import parallelize
 
 STAGES = ("train", "val", "test")

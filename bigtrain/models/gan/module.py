@@ -21,9 +21,11 @@ from lightning.pytorch import LightningModule
 from torch.optim.lr_scheduler import LambdaLR
 
 from bigtrain.errors import UserError
-from bigtrain.models.common import OptimConfig, attached_datamodule, build_optimizer, log_image, lr_factor
+from bigtrain.models.attached import attached_datamodule
 from bigtrain.models.config import as_config, fill_from_data, resolve, to_dict
 from bigtrain.models.gan.model import GAN, PRESETS, GANConfig, n_stages_for
+from bigtrain.models.optim import OptimConfig, build_optimizer, lr_factor
+from bigtrain.models.tensorboard import log_image
 from bigtrain.strategies import global_randn, parallelize
 
 

@@ -11,15 +11,10 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from bigtrain.models.common import (
-    OptimConfig,
-    attached_datamodule,
-    fresh_metric,
-    lm_epoch_metrics,
-    log_text_sample,
-    optimizer_and_schedule,
-)
+from bigtrain.models.attached import attached_datamodule
 from bigtrain.models.config import as_config, fill_from_data, resolve, to_dict
+from bigtrain.models.lm import fresh_metric, lm_epoch_metrics, log_text_sample
+from bigtrain.models.optim import OptimConfig, optimizer_and_schedule
 from bigtrain.models.rnn.model import PRESETS, RNN, RNNConfig
 from bigtrain.strategies import parallelize
 

@@ -8,15 +8,10 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from bigtrain.models.common import (
-    OptimConfig,
-    attached_datamodule,
-    fresh_metric,
-    lm_epoch_metrics,
-    log_text_sample,
-    optimizer_and_schedule,
-)
+from bigtrain.models.attached import attached_datamodule
 from bigtrain.models.config import as_config, fill_from_data, resolve, to_dict
+from bigtrain.models.lm import fresh_metric, lm_epoch_metrics, log_text_sample
+from bigtrain.models.optim import OptimConfig, optimizer_and_schedule
 from bigtrain.models.transformer.model import GPT, PRESETS, GPTConfig
 from bigtrain.strategies import parallelize
 
