@@ -20,7 +20,7 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download(url: str, dest: Path, sha256: str, *, timeout: float = 60.0) -> Path:
+def download_file(url: str, dest: Path, sha256: str, *, timeout: float = 60.0) -> Path:
     """Fetch `url` to `dest` unless a file with the right checksum is already there; verify, then rename."""
     dest = Path(dest)
     if dest.exists():

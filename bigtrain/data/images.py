@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from bigtrain.data import image_formats as fmt
 from bigtrain.data.base import BigtrainDataModule, sample_generator, split_index
-from bigtrain.data.download import download as download_file
+from bigtrain.data.download import download_file
 from bigtrain.data.glyphs import CLASSES as GLYPH_CLASSES
 from bigtrain.data.glyphs import DEFAULT_SIZE as GLYPH_SIZE
 from bigtrain.data.glyphs import make_glyphs

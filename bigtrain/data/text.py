@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from bigtrain.data.base import BigtrainDataModule, sample_generator, split_index
 from bigtrain.data.corpus import builtin_corpus
-from bigtrain.data.download import download as fetch
+from bigtrain.data.download import download_file
 from bigtrain.data.tokens import (
     DTYPES,
     TokenFile,
@@ -213,7 +213,7 @@ class TextDataModule(BigtrainDataModule):
     def prepare_data(self) -> None:
         """Download Tiny Shakespeare when asked (one process per node)."""
         if self.source == "shakespeare" and self.download:
-            fetch(SHAKESPEARE_URL, self._shakespeare_file(), SHAKESPEARE_SHA256)
+            download_file(SHAKESPEARE_URL, self._shakespeare_file(), SHAKESPEARE_SHA256)
 
     def setup(self, stage: str | None = None) -> None:
         """Read and tokenise the text (or map the token files), split it, and build the window datasets."""
