@@ -85,21 +85,24 @@ def plannable_network(model: Any, datamodule: Any = None) -> Any | None:
     A model qualifies when its `net` is a bigtrain `Network`, whose hooks the planner asks, or still None
     (configure_model builds it, DESIGN.md convention 3) and then built as one.
     """
-    from bigtrain.models.network import Network
-
     own = getattr(model, "net", False)
-    if own is not None and not isinstance(own, Network):
+    if own is not None and not is_network(own):
         return None
     if datamodule is not None:
         fill_data_sizes(datamodule)
     net = getattr(meta_copy(model, datamodule), "net", None)
-    return net if isinstance(net, Network) else None
+    return net if is_network(net) else None
+
+
+def is_network(net: Any) -> bool:
+    """Whether `net` is a bigtrain `Network`: one that answers the planner's hooks."""
+    from bigtrain.models.network import Network
+
+    return isinstance(net, Network)
 
 
 def model_facts(model: Any, datamodule: Any = None) -> ModelFacts:
     """Parameter counts, block sizes, optimizer states and the activation model of a LightningModule."""
-    from bigtrain.models.network import Network
-
     clone = meta_copy(model, datamodule)
     net = getattr(clone, "net", None) or clone
     unique = {id(p): p for p in net.parameters()}
@@ -109,7 +112,7 @@ def model_facts(model: Any, datamodule: Any = None) -> ModelFacts:
     tp_params, degrees = _tensor_parallel(net)
     preset = getattr(getattr(clone, "cfg", None), "preset", "")
     return ModelFacts(
-        family=family_of(model) if isinstance(net, Network) else "other",
+        family=family_of(model) if is_network(net) else "other",
         description=f"{type(model).__name__} {preset}".strip(),
         params=params,
         root_params=params - sum(block_sizes),
@@ -148,9 +151,7 @@ def _accepts(net: Any, tp: int) -> bool:
 
 def _optimizer_states(clone: Any, net: Any) -> float:
     """Optimizer states per parameter over the module's optimizers: AdamW 2, SGD with momentum 1, SGD 0."""
-    from bigtrain.models.network import Network
-
-    if not isinstance(net, Network):
+    if not is_network(net):
         return 2.0  # a model the planner cannot ask: assume AdamW
     counts = [
         (sum(p.numel() for p in group["params"]), _states(optimizer, group))
