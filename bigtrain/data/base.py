@@ -176,3 +176,14 @@ class BigtrainDataModule(LightningDataModule):
             # Its own generator for the workers' base seed: starting an iterator leaves the global RNG alone.
             generator=torch.Generator().manual_seed(self.seed),
         )
+
+    # What `bigtrain plan` asks the data: sizes without reading (or downloading) it where they are known.
+
+    def data_sizes(self) -> dict[str, Any]:
+        """The sizes a network is built from, also set as attributes; here by reading the data (`setup`)."""
+        self.setup("fit")
+        return {}
+
+    def sample_shape(self) -> tuple[int, ...] | None:
+        """The shape of one model input, e.g. (C, H, W) or (T,), once the sizes are known; None: unknown."""
+        return None

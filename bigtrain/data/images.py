@@ -12,7 +12,7 @@ import shutil
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -30,6 +30,8 @@ from bigtrain.errors import UserError, unknown
 Source = Literal["glyphs", "digits", "mnist", "fashion-mnist", "cifar10", "folder", "npz"]
 SOURCES = ("glyphs", "digits", "mnist", "fashion-mnist", "cifar10", "folder", "npz")
 NEEDS_PATH = ("digits", "folder", "npz")
+KNOWN_SIZES = {"mnist": (1, 28, 10), "fashion-mnist": (1, 28, 10), "cifar10": (3, 32, 10)}
+"""source -> (channels, side, classes): fixed facts, so sizes are known without a download."""
 
 # source -> (mirrors tried in order, {file name: SHA-256}); the sums are those published with the files
 # (also pinned by TensorFlow Datasets) and checked by bigtrain.data.download before a file is kept.
@@ -333,6 +335,28 @@ class ImageDataModule(BigtrainDataModule):
         common = {"mean": self.mean, "std": self.std, "seed": self.seed}
         self.train_set = ImageTensorDataset(x, y, crop=self.augment_crop, flip=self.augment_flip, **common)
         self.val_set = ImageTensorDataset(x_val, y_val, **common)
+
+    def data_sizes(self) -> dict[str, Any]:
+        """channels, image_size and num_classes (set as attributes too), reading as little as possible."""
+        if self.source in KNOWN_SIZES:
+            self.channels, side, self.num_classes = KNOWN_SIZES[self.source]
+            self.image_size = self.requested_size or side
+        elif self.source == "folder" and self.requested_size:
+            # Reading every image of a large folder only to know its sizes takes hours: count, assume RGB.
+            root = self.root()
+            if not root.is_dir():
+                raise UserError(f"data.path {root} is not a folder with one sub-folder per class")
+            self.num_classes = sum(1 for p in root.iterdir() if p.is_dir())
+            self.channels, self.image_size = 3, self.requested_size
+        else:
+            self.setup("fit")
+        return {"channels": self.channels, "image_size": self.image_size, "num_classes": self.num_classes}
+
+    def sample_shape(self) -> tuple[int, ...] | None:
+        """(C, H, W) of one image once the sizes are known (`data_sizes` or `setup`), else None."""
+        if self.channels is None or self.image_size is None:
+            return None
+        return (self.channels, self.image_size, self.image_size)
 
     def _ready(self) -> tuple[ImageTensorDataset, ImageTensorDataset]:
         if self.train_set is None or self.val_set is None:

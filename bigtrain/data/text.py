@@ -8,7 +8,7 @@ of workers or ranks and can be replayed on resume. Validation windows are fixed 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -290,6 +290,19 @@ class TextDataModule(BigtrainDataModule):
                 f"remove it or set at least {meta['vocab_size']}"
             )
         return asked or meta["vocab_size"]
+
+    def data_sizes(self) -> dict[str, Any]:
+        """vocab_size and block_size (set as attributes too); token files are not read when data.vocab_size
+        is given (they can be terabytes)."""
+        if self.source == "tokens" and self.requested_vocab_size:
+            self.vocab_size = self.requested_vocab_size
+        else:
+            self.setup("fit")
+        return {"vocab_size": self.vocab_size, "block_size": self.block_size}
+
+    def sample_shape(self) -> tuple[int, ...]:
+        """(T,): one window of token ids."""
+        return (self.block_size,)
 
     def _check_split(self, name: str, tokens: Tokens) -> None:
         if len(tokens) < self.block_size + 1:

@@ -37,6 +37,30 @@ class Network(nn.Module):
         """Number of parameters."""
         return sum(p.numel() for p in self.parameters())
 
+    # What `bigtrain plan` asks a network. A family with a closed form answers `activation_bytes`; the others
+    # give an example batch and loss, which the planner traces on the meta device.
+
+    def activation_bytes(
+        self,
+        batch: int,
+        sample_shape: tuple[int, ...] | None,
+        compute_bytes: int,
+        tp: int,
+        checkpointing: bool,
+    ) -> float | None:
+        """Activation bytes one device keeps for backward at `batch` samples; None: trace `example_loss`."""
+        return None
+
+    def example_input(
+        self, batch: int, sample_shape: tuple[int, ...] | None, dtype: torch.dtype
+    ) -> Tensor | None:
+        """A batch of inputs shaped like the data's samples (on the default device); None: unknown shape."""
+        return None if sample_shape is None else torch.empty(batch, *sample_shape, dtype=dtype)
+
+    def example_loss(self, x: Tensor) -> Tensor:
+        """One training forward and its loss on `example_input`: what autograd saves is what is counted."""
+        return self(x).float().sum()
+
 
 def sample_next(
     logits: Tensor, temperature: float, top_k: int | None, generator: torch.Generator | None

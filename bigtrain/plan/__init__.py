@@ -11,16 +11,11 @@ ranks:
     gradients    P_local x param bytes (FSDP2 reduce-scatters into sharded gradients of the stored dtype).
     optimizer    P_local x param bytes x states: AdamW keeps 2 (exp_avg, exp_avg_sq), SGD with momentum 1.
     activations  at the per-device batch b (the global batch / dp, or the micro-batch), compute bytes d:
-                 transformer  L*b*T*C*(4 + (4 + 2m)/tp)*d + b*T*V*(d + 8): per block the residual input,
-                              two LayerNorm inputs and outputs (replicated under TP), q, k, v, the attention
-                              output and the two m*C-wide MLP activations (split by TP); a fused attention
-                              kernel keeps no T x T scores; the logits plus the fp32 log-softmax and its
-                              gradient. Activation checkpointing keeps only each block's input (L*b*T*C*d)
-                              and recomputes one block at a time.
-                 rnn          L*b*T*H*(gates + 2)*d + b*T*E*d + logits (gates: 4 LSTM, 3 GRU).
-                 cnn, autoencoder, gan  the tensors autograd saves for backward in one traced training
-                              forward on the meta device, scaled from a batch of 2; with checkpointing, the
-                              block inputs plus the largest block's saved tensors.
+                 the network's `activation_bytes(b, sample_shape, d, tp, checkpointing)` where it has a
+                 closed form (its docstring gives the formula); otherwise the tensors autograd saves for
+                 backward in one traced training step (`example_loss(example_input(...))`) on the meta
+                 device, scaled from a batch of 2; with checkpointing, the block inputs plus the largest
+                 block's saved tensors.
     other        transient buffers: ddp's gradient buckets (a second gradient copy); fsdp's gathered copies
                  of the root (modules outside the blocks) and two blocks (the current and the prefetched
                  one) with their unsharded gradients; autocast's low-precision weight copies.
@@ -29,12 +24,24 @@ A layout fits when its total is at most 90% of the device memory: the rest goes 
 allocator fragmentation and communication buffers. Measured against real per-rank tensor bytes in
 tests/distributed/test_memory.py (parameters + gradients + optimizer state within 15%).
 
+The planner knows a family only through public hooks: the DataModule's `data_sizes()` (sizes without
+reading the data where they are known) and `sample_shape()`, and the network's `blocks()`, `tp_plan()`,
+`activation_bytes()`, `example_input()` and `example_loss()` (`bigtrain.models.network.Network`).
+
 Modules: `facts` reads the model (meta-device build, counts, activation models), `memory` does the
 per-layout arithmetic and the recommendation, `command` is the `bigtrain plan` command line and its table.
 """
 
 from bigtrain.plan.command import instantiate, main, parse_memory, recipe_args
-from bigtrain.plan.facts import ModelFacts, family_of, fill_data_sizes, meta_copy, model_facts
+from bigtrain.plan.facts import (
+    ModelFacts,
+    family_of,
+    fill_data_sizes,
+    meta_copy,
+    model_facts,
+    plannable_network,
+    sample_shape,
+)
 from bigtrain.plan.memory import (
     GIB,
     HEADROOM,
@@ -69,7 +76,9 @@ __all__ = [
     "meta_copy",
     "model_facts",
     "parse_memory",
+    "plannable_network",
     "precision_of",
     "recipe_args",
     "recommend",
+    "sample_shape",
 ]

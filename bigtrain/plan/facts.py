@@ -1,7 +1,9 @@
 """What `bigtrain plan` knows about a model: its meta-device build, counts, optimizer states, activations.
 
 The network is built on the meta device (no memory is allocated, no weights initialised) and the data is read
-only as far as its sizes. The activation models follow the formulas in `bigtrain.plan`'s docstring.
+only as far as its sizes. Everything comes through public hooks: the DataModule's `data_sizes()` and
+`sample_shape()`, the LightningModule's `configure_model()` and `configure_optimizers()`, the network's
+`blocks()`, `tp_plan()`, `activation_bytes()`, `example_input()` and `example_loss()`.
 """
 
 from __future__ import annotations
@@ -15,9 +17,7 @@ from typing import Any
 from bigtrain.errors import UserError
 
 TP_DEGREES = (2, 4, 8)
-"""Tensor-parallel degrees compared (each must divide the heads and every split layer)."""
-KNOWN_IMAGES = {"mnist": (1, 28, 10), "fashion-mnist": (1, 28, 10), "cifar10": (3, 32, 10)}
-"""source -> (channels, side, classes): fixed facts, so planning needs no download."""
+"""Tensor-parallel degrees compared (each must suit the network's plan and divide every split layer)."""
 
 Activations = Callable[[int, int, int, bool], float]
 """(per-device batch, compute bytes, tensor-parallel degree, activation checkpointing) -> bytes."""
@@ -34,7 +34,7 @@ class ModelFacts:
     """Parameters outside every block (embeddings, stem, head): FSDP gathers them whole."""
     max_block_params: int
     tp_params: int
-    """Parameters the tensor-parallel plan splits (transformer only)."""
+    """Parameters the tensor-parallel plan splits (networks with a `tp_plan()` only)."""
     tp_degrees: tuple[int, ...]
     states: float
     """Optimizer states per parameter, averaged over the optimizers: AdamW 2, SGD with momentum 1."""
@@ -44,28 +44,23 @@ class ModelFacts:
 
 
 def family_of(model: Any) -> str:
-    """The bigtrain family of a LightningModule ('transformer', 'cnn', ...), or 'other'."""
-    parts = type(model).__module__.split(".")
-    return parts[2] if parts[:2] == ["bigtrain", "models"] and len(parts) > 2 else "other"
+    """The name of the package that defines the model's class (a bigtrain family: its folder name)."""
+    package = type(model).__module__.rpartition(".")[0]
+    return package.rpartition(".")[2] or type(model).__module__
 
 
 def fill_data_sizes(datamodule: Any) -> None:
     """Give a DataModule its data-derived sizes (vocabulary, classes, channels, side), reading little."""
-    source = getattr(datamodule, "source", None)
-    if source in KNOWN_IMAGES and hasattr(datamodule, "requested_size"):
-        datamodule.channels, side, datamodule.num_classes = KNOWN_IMAGES[source]
-        datamodule.image_size = datamodule.requested_size or side
-    elif source == "folder" and getattr(datamodule, "requested_size", None):
-        # Reading every image of a large folder only to plan would take hours: count classes, assume RGB.
-        root = datamodule.root()
-        if not root.is_dir():
-            raise UserError(f"data.path {root} is not a folder with one sub-folder per class")
-        datamodule.num_classes = sum(1 for p in root.iterdir() if p.is_dir())
-        datamodule.channels, datamodule.image_size = 3, datamodule.requested_size
-    elif source == "tokens" and getattr(datamodule, "requested_vocab_size", None):
-        datamodule.vocab_size = datamodule.requested_vocab_size  # token files can be terabytes
+    if callable(getattr(datamodule, "data_sizes", None)):
+        datamodule.data_sizes()
     elif hasattr(datamodule, "setup"):
         datamodule.setup("fit")
+
+
+def sample_shape(datamodule: Any) -> tuple[int, ...] | None:
+    """The DataModule's `sample_shape()`, or None when it has none."""
+    hook = getattr(datamodule, "sample_shape", None)
+    return hook() if callable(hook) else None
 
 
 def meta_copy(model: Any, datamodule: Any) -> Any:
@@ -84,11 +79,30 @@ def meta_copy(model: Any, datamodule: Any) -> Any:
     return clone
 
 
+def plannable_network(model: Any, datamodule: Any = None) -> Any | None:
+    """The model's network built on the meta device, or None for a model the planner cannot ask.
+
+    A model qualifies when its `net` is a bigtrain `Network`, whose hooks the planner asks, or still None
+    (configure_model builds it, DESIGN.md convention 3) and then built as one.
+    """
+    own = getattr(model, "net", False)
+    if own is not None and not is_network(own):
+        return None
+    if datamodule is not None:
+        fill_data_sizes(datamodule)
+    net = getattr(meta_copy(model, datamodule), "net", None)
+    return net if is_network(net) else None
+
+
+def is_network(net: Any) -> bool:
+    """Whether `net` is a bigtrain `Network`: one that answers the planner's hooks."""
+    from bigtrain.models.network import Network
+
+    return isinstance(net, Network)
+
+
 def model_facts(model: Any, datamodule: Any = None) -> ModelFacts:
     """Parameter counts, block sizes, optimizer states and the activation model of a LightningModule."""
-    import torch
-
-    family = family_of(model)
     clone = meta_copy(model, datamodule)
     net = getattr(clone, "net", None) or clone
     unique = {id(p): p for p in net.parameters()}
@@ -96,11 +110,9 @@ def model_facts(model: Any, datamodule: Any = None) -> ModelFacts:
     blocks = list(net.blocks()) if hasattr(net, "blocks") else []
     block_sizes = [sum(p.numel() for p in b.parameters()) for b in blocks]
     tp_params, degrees = _tensor_parallel(net)
-    cfg = getattr(clone, "cfg", None)
-    acts = _activation_model(family, net, cfg, datamodule, torch)
-    preset = getattr(cfg, "preset", "")
+    preset = getattr(getattr(clone, "cfg", None), "preset", "")
     return ModelFacts(
-        family=family,
+        family=family_of(model) if is_network(net) else "other",
         description=f"{type(model).__name__} {preset}".strip(),
         params=params,
         root_params=params - sum(block_sizes),
@@ -110,12 +122,12 @@ def model_facts(model: Any, datamodule: Any = None) -> ModelFacts:
         states=_optimizer_states(clone, net),
         global_batch=int(getattr(datamodule, "batch_size", 1) or 1),
         micro_batch=getattr(datamodule, "micro_batch_size", None),
-        activations=acts,
+        activations=_activation_model(net, sample_shape(datamodule)),
     )
 
 
 def _tensor_parallel(net: Any) -> tuple[int, tuple[int, ...]]:
-    """Parameters the network's `tp_plan()` splits, and the degrees that divide every split layer."""
+    """Parameters the network's `tp_plan()` splits, and the degrees its plan and every layer accept."""
     if not callable(getattr(net, "tp_plan", None)):
         return 0, ()
     count, widths = 0, set()
@@ -125,82 +137,83 @@ def _tensor_parallel(net: Any) -> tuple[int, tuple[int, ...]]:
             # Column-wise layers split weight and bias by output; row-wise ones split the weight only.
             count += layer.weight.numel() + (layer.bias.numel() if column and layer.bias is not None else 0)
             widths.add(layer.weight.shape[0 if column else 1])
-    heads = getattr(net.cfg, "n_head", 1)
-    return count, tuple(t for t in TP_DEGREES if heads % t == 0 and all(w % t == 0 for w in widths))
+    return count, tuple(t for t in TP_DEGREES if _accepts(net, t) and all(w % t == 0 for w in widths))
+
+
+def _accepts(net: Any, tp: int) -> bool:
+    """Whether the network's `tp_plan(tp)` accepts the degree (it refuses with a UserError, e.g. heads)."""
+    try:
+        net.tp_plan(tp)
+    except UserError:
+        return False
+    return True
 
 
 def _optimizer_states(clone: Any, net: Any) -> float:
-    """Optimizer states per parameter: AdamW 2, SGD with momentum 1, plain SGD 0 (GAN: per optimizer)."""
-
-    def states(cfg: Any) -> int:
-        if cfg is None or cfg.name == "adamw":
-            return 2
-        return 1 if cfg.momentum > 0 else 0
-
-    groups = [(net, getattr(clone, "optim_cfg", None))]
-    if hasattr(clone, "d_optim_cfg") and hasattr(net, "discriminator"):
-        groups = [(net.generator, clone.optim_cfg), (net.discriminator, clone.d_optim_cfg)]
-    counts = [(sum(p.numel() for p in m.parameters()), states(cfg)) for m, cfg in groups]
+    """Optimizer states per parameter over the module's optimizers: AdamW 2, SGD with momentum 1, SGD 0."""
+    if not is_network(net):
+        return 2.0  # a model the planner cannot ask: assume AdamW
+    counts = [
+        (sum(p.numel() for p in group["params"]), _states(optimizer, group))
+        for optimizer in _optimizers(clone.configure_optimizers())
+        for group in optimizer.param_groups
+    ]
     total = sum(n for n, _ in counts)
     return sum(n * s for n, s in counts) / total if total else 2.0
 
 
-def _activation_model(family: str, net: Any, cfg: Any, data: Any, torch: Any) -> Activations:
-    """The family's activation estimate (see the module docstring)."""
-    if family == "transformer":
-        return _transformer_activations(cfg, getattr(data, "block_size", None) or cfg.block_size)
-    if family == "rnn":
-        steps = getattr(data, "block_size", None) if cfg.task == "lm" else getattr(data, "image_size", None)
-        return _rnn_activations(cfg, steps or 1)
-    if family in ("cnn", "autoencoder", "gan"):
-        return _traced_activations(family, net, cfg, data, torch)
-    return lambda b, d, tp, ac: 0.0
-
-
-def _transformer_activations(cfg: Any, T: int) -> Activations:
-    L, C, m, V = cfg.n_layer, cfg.n_embd, cfg.mlp_ratio, cfg.vocab_size
-
-    def acts(b: int, d: int, tp: int, ac: bool) -> float:
-        btc = b * T * C
-        block = btc * (4 + (4 + 2 * m) / tp) * d
-        blocks = L * btc * d + block if ac else L * block
-        return blocks + 2 * btc * d + b * T * V * (d + 8)  # + final LayerNorm, logits and the loss
-
-    return acts
-
-
-def _rnn_activations(cfg: Any, T: int) -> Activations:
-    gates = 4 if cfg.cell == "lstm" else 3
-    H, L = cfg.hidden_size, cfg.n_layer
-    out = cfg.vocab_size if cfg.task == "lm" else 0
-
-    def acts(b: int, d: int, tp: int, ac: bool) -> float:
-        layer = b * T * H * (gates + 2) * d
-        layers = L * b * T * H * d + layer if ac else L * layer
-        return layers + b * T * cfg.embd_size * d + b * T * out * (d + 8)
-
-    return acts
-
-
-def _traced_activations(family: str, net: Any, cfg: Any, data: Any, torch: Any) -> Activations:
-    """Trace one training forward at batch 2 per compute dtype; scale linearly in the batch."""
-    cache: dict[int, tuple[int, int]] = {}
-
-    def acts(b: int, d: int, tp: int, ac: bool) -> float:
-        if d not in cache:
-            cache[d] = _trace(
-                family, net, cfg, data, {2: torch.bfloat16, 8: torch.float64}.get(d, torch.float32)
-            )
-        full, checkpointed = cache[d]
-        return (checkpointed if ac else full) * b / 2
-
-    return acts
-
-
-def _trace(family: str, net: Any, cfg: Any, data: Any, dtype: Any) -> tuple[int, int]:
-    """(saved bytes, saved bytes with per-block checkpointing) of one training forward at batch 2."""
+def _optimizers(value: Any) -> list[Any]:
+    """The optimizers in any of the shapes `configure_optimizers` may return."""
     import torch
-    import torch.nn.functional as F
+
+    if isinstance(value, torch.optim.Optimizer):
+        return [value]
+    if isinstance(value, dict):
+        return _optimizers(value.get("optimizer"))
+    if isinstance(value, (list, tuple)):
+        return [o for item in value for o in _optimizers(item)]
+    return []
+
+
+def _states(optimizer: Any, group: dict) -> int:
+    """State tensors the size of a parameter that `optimizer` keeps for `group`."""
+    import torch
+
+    if isinstance(optimizer, torch.optim.SGD):
+        return 1 if group.get("momentum", 0) > 0 else 0
+    return 3 if group.get("amsgrad") else 2  # Adam(W): exp_avg, exp_avg_sq (and max_exp_avg_sq)
+
+
+def _activation_model(net: Any, shape: tuple[int, ...] | None) -> Activations:
+    """The network's `activation_bytes()`, or else a trace of its `example_loss()` (see `_trace`)."""
+    import torch
+
+    closed = getattr(net, "activation_bytes", None)
+    cache: dict[int, tuple[int, int] | None] = {}
+
+    def acts(b: int, d: int, tp: int, ac: bool) -> float:
+        value = closed(b, shape, d, tp, ac) if callable(closed) else None
+        if value is not None:
+            return value
+        if not callable(getattr(net, "example_input", None)):
+            return 0.0
+        if d not in cache:
+            cache[d] = _trace(net, shape, {2: torch.bfloat16, 8: torch.float64}.get(d, torch.float32))
+        if cache[d] is None:
+            return 0.0
+        full, checkpointed = cache[d]
+        return (checkpointed if ac else full) * b / 2  # traced at batch 2, linear in the batch
+
+    return acts
+
+
+def _trace(net: Any, shape: tuple[int, ...] | None, dtype: Any) -> tuple[int, int] | None:
+    """(saved bytes, saved bytes with per-block checkpointing) of one training forward at batch 2.
+
+    The tensors autograd saves for backward in `net.example_loss(net.example_input(2, ...))` on the meta
+    device; with checkpointing, the block inputs plus the largest block's saved tensors. None: no input.
+    """
+    import torch
 
     net = net.to(dtype).train()
     excluded = {t.untyped_storage()._cdata for t in [*net.parameters(), *net.buffers()]}
@@ -225,18 +238,12 @@ def _trace(family: str, net: Any, cfg: Any, data: Any, dtype: Any) -> tuple[int,
 
     blocks = list(net.blocks()) if hasattr(net, "blocks") else []
     hooks = [h for b in blocks for h in (b.register_forward_pre_hook(enter), b.register_forward_hook(leave))]
-    side = getattr(data, "image_size", None) or cfg.image_size
-    channels = getattr(data, "channels", None) or getattr(cfg, "in_channels", None) or cfg.channels
     try:
         with torch.device("meta"), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            x = torch.empty(2, channels, side, side, dtype=dtype)
-            if family == "cnn":
-                F.cross_entropy(net(x).float(), torch.zeros(2, dtype=torch.long))
-            elif family == "autoencoder":
-                F.mse_loss(net(x)[0].float(), x.float())
-            else:  # gan: the generator's step and the discriminator on real images
-                fake = net.generator(torch.empty(2, cfg.latent_dim, dtype=dtype))
-                net.discriminator(fake).sum() + net.discriminator(x).sum()
+            x = net.example_input(2, shape, dtype)
+            if x is None:
+                return None
+            net.example_loss(x)
     finally:
         for h in hooks:
             h.remove()

@@ -100,13 +100,11 @@ def _from_name(value: str, trainer_config: dict[str, Any], model: Any, datamodul
 
 def check_tensor_parallel(tp_size: int, model: Any, datamodule: Any) -> None:
     """UserError, before any rank starts, when the model has no tensor-parallel plan for tp_size ranks."""
-    from bigtrain.plan import family_of, fill_data_sizes, meta_copy
+    from bigtrain.plan import plannable_network
 
-    if family_of(model) == "other":
-        return  # not a bigtrain family: parallelize() decides once the network exists
-    if datamodule is not None:
-        fill_data_sizes(datamodule)
-    net = getattr(meta_copy(model, datamodule), "net", None)
+    net = plannable_network(model, datamodule)
+    if net is None:
+        return  # not a bigtrain network: parallelize() decides once the network exists
     if not callable(getattr(net, "tp_plan", None)):
         raise UserError(
             f"trainer.strategy.tensor_parallel_size {tp_size}: {type(net).__name__} has no tensor-parallel "
@@ -125,9 +123,9 @@ def auto_strategy(
     nodes, per_node = device_layout(trainer_config)
     if nodes * per_node == 1:
         return "single", {}
-    from bigtrain.plan import family_of, recommend
+    from bigtrain.plan import plannable_network, recommend
 
-    if model is None or family_of(model) == "other":
+    if model is None or plannable_network(model, datamodule) is None:
         return "ddp", {}
     from lightning.pytorch.utilities import rank_zero_info
 

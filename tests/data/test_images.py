@@ -192,3 +192,27 @@ def test_fits_with_a_lightning_trainer():
     assert trainer.global_step == 4
     (metrics,) = trainer.validate(model, datamodule=dm, verbose=False)
     assert np.isfinite(metrics["val/loss"])
+
+
+def test_data_sizes_without_reading_the_data(tmp_path):
+    """`data_sizes()` knows the fixed sources' sizes and counts a folder's classes: no file is read."""
+    cifar = ImageDataModule(source="cifar10", path=str(tmp_path / "absent"))
+    assert cifar.data_sizes() == {"channels": 3, "image_size": 32, "num_classes": 10}
+    assert cifar.sample_shape() == (3, 32, 32) and cifar.train_set is None
+    mnist = ImageDataModule(source="mnist", path=str(tmp_path / "absent"), image_size=32)
+    assert mnist.data_sizes() == {"channels": 1, "image_size": 32, "num_classes": 10}
+    for name in ("cat", "dog", "owl"):
+        (tmp_path / "pets" / name).mkdir(parents=True)
+    folder = ImageDataModule(source="folder", path=str(tmp_path / "pets"), image_size=64)
+    assert folder.data_sizes() == {"channels": 3, "image_size": 64, "num_classes": 3}
+    missing = ImageDataModule(source="folder", path=str(tmp_path / "none"), image_size=64)
+    with pytest.raises(UserError, match="not a folder with one sub-folder per class"):
+        missing.data_sizes()
+
+
+def test_data_sizes_reads_the_data_when_it_must():
+    glyphs = ImageDataModule(source="glyphs", num_samples=16)
+    assert glyphs.sample_shape() is None
+    sizes = glyphs.data_sizes()
+    assert glyphs.train_set is not None
+    assert glyphs.sample_shape() == (sizes["channels"], sizes["image_size"], sizes["image_size"])

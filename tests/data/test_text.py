@@ -394,3 +394,14 @@ def test_trains_inside_lightning():
     assert trainer.current_epoch >= 5  # epochs advance the sampler's window order
     first, last = model.losses[0], np.mean(model.losses[-10:])
     assert first > 0.9 * math.log(BUILTIN_VOCAB) and last < 0.65 * math.log(BUILTIN_VOCAB)
+
+
+def test_data_sizes_leave_token_files_unread_when_the_vocabulary_is_given(tmp_path):
+    """A token corpus can be terabytes: with data.vocab_size its sizes need no file (here: none exists)."""
+    data = TextDataModule(
+        source="tokens", path=str(tmp_path / "absent.bin"), vocab_size=50304, block_size=128
+    )
+    assert data.data_sizes() == {"vocab_size": 50304, "block_size": 128}
+    assert data.sample_shape() == (128,)
+    builtin = TextDataModule(block_size=16, batch_size=4)
+    assert builtin.data_sizes() == {"vocab_size": BUILTIN_VOCAB, "block_size": 16}

@@ -183,3 +183,13 @@ class Autoencoder(Network):
     def blocks(self) -> list[nn.Module]:
         """Encoder then decoder stages: the units FSDP2 shards one by one."""
         return [*self.encoder, *self.decoder]
+
+    def example_input(
+        self, batch: int, sample_shape: tuple[int, ...] | None, dtype: torch.dtype
+    ) -> torch.Tensor:  # -> (batch, C, S, S)
+        """A batch of images of the configured size (the data's: configure_model checks they agree)."""
+        return torch.empty(batch, self.cfg.in_channels, self.cfg.image_size, self.cfg.image_size, dtype=dtype)
+
+    def example_loss(self, x: torch.Tensor) -> torch.Tensor:
+        """The reconstruction loss on example images: the planner counts what it saves."""
+        return F.mse_loss(self(x)[0].float(), x.float())

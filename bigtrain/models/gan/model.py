@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bigtrain.errors import UserError
+from bigtrain.models.network import Network
 
 
 @dataclass(kw_only=True)
@@ -223,7 +224,7 @@ class Discriminator(nn.Module):
         return [*self.stages, self.head]
 
 
-class GAN(nn.Module):
+class GAN(Network):
     """The generator and the discriminator of one DCGAN; calling it generates images from z."""
 
     def __init__(self, cfg: GANConfig) -> None:
@@ -233,6 +234,7 @@ class GAN(nn.Module):
         for field in ("latent_dim", "g_width", "d_width"):
             if getattr(cfg, field) < 1:
                 raise UserError(f"model.net.{field} must be >= 1, got {getattr(cfg, field)}")
+        self.cfg = cfg
         self.generator = Generator(cfg)
         self.discriminator = Discriminator(cfg)
 
@@ -242,6 +244,17 @@ class GAN(nn.Module):
     def blocks(self) -> list[nn.Module]:
         """The generator's layers, then the discriminator's: the sub-modules FSDP2 wraps one by one."""
         return [*self.generator.blocks(), *self.discriminator.blocks()]
+
+    def example_input(
+        self, batch: int, sample_shape: tuple[int, ...] | None, dtype: torch.dtype
+    ) -> torch.Tensor:  # -> (batch, C, H, W)
+        """A batch of real images of the configured size (the data's: configure_model checks they agree)."""
+        return torch.empty(batch, self.cfg.channels, self.cfg.image_size, self.cfg.image_size, dtype=dtype)
+
+    def example_loss(self, x: torch.Tensor) -> torch.Tensor:
+        """The generator's images and the discriminator's logits on them and on the real images `x`."""
+        fake = self.generator(torch.empty(x.shape[0], self.cfg.latent_dim, dtype=x.dtype, device=x.device))
+        return self.discriminator(fake).sum() + self.discriminator(x).sum()
 
     def init_weights(self) -> None:
         """DCGAN initialisation of every layer (after `to_empty` when built on the meta device)."""

@@ -86,6 +86,27 @@ class RNN(Network):
         """The recurrent layers: the units FSDP wraps one by one."""
         return list(self.layers)
 
+    def activation_bytes(
+        self,
+        batch: int,
+        sample_shape: tuple[int, ...] | None,
+        compute_bytes: int,
+        tp: int,
+        checkpointing: bool,
+    ) -> float:
+        """Bytes kept for backward at `batch` samples: L*b*T*H*(gates + 2)*d + b*T*E*d + logits.
+
+        T is the data's sequence length (lm: (T,) token windows; classify: the rows of (C, H, W) images);
+        gates: 4 LSTM, 3 GRU. Activation checkpointing keeps each layer's input and recomputes one layer.
+        """
+        T = (sample_shape[0] if self.lm else sample_shape[1]) if sample_shape else 1
+        gates = 4 if self.cfg.cell == "lstm" else 3
+        H, L, d = self.cfg.hidden_size, self.cfg.n_layer, compute_bytes
+        out = self.cfg.vocab_size if self.lm else 0
+        layer = batch * T * H * (gates + 2) * d
+        layers = L * batch * T * H * d + layer if checkpointing else L * layer
+        return layers + batch * T * self.cfg.embd_size * d + batch * T * out * (d + 8)
+
     def run(self, h: Tensor, states: list[State] | None = None) -> tuple[Tensor, list[State]]:
         """(B, T, d_in) through every layer -> (B, T, H) and each layer's final state."""
         new_states = []

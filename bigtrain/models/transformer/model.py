@@ -181,6 +181,35 @@ class GPT(Network):
         return {"attn.q": column(), "attn.k": column(), "attn.v": column(), "attn.proj": row(),
                 "mlp.fc": column(), "mlp.proj": row()}  # fmt: skip
 
+    def activation_bytes(
+        self,
+        batch: int,
+        sample_shape: tuple[int, ...] | None,
+        compute_bytes: int,
+        tp: int,
+        checkpointing: bool,
+    ) -> float:
+        """Bytes kept for backward at `batch` sequences of the data's length T (else block_size) per device.
+
+        L*b*T*C*(4 + (4 + 2m)/tp)*d + b*T*V*(d + 8): per block the residual input, two LayerNorm inputs and
+        outputs (replicated under TP), q, k, v, the attention output and the two m*C-wide MLP activations
+        (split by TP); a fused attention kernel keeps no T x T scores; the logits plus the fp32 log-softmax
+        and its gradient. Activation checkpointing keeps only each block's input (L*b*T*C*d) and recomputes
+        one block at a time.
+        """
+        T = sample_shape[0] if sample_shape else self.cfg.block_size
+        L, C, m, V, d = (
+            self.cfg.n_layer,
+            self.cfg.n_embd,
+            self.cfg.mlp_ratio,
+            self.cfg.vocab_size,
+            compute_bytes,
+        )
+        btc = batch * T * C
+        block = btc * (4 + (4 + 2 * m) / tp) * d
+        blocks = L * btc * d + block if checkpointing else L * block
+        return blocks + 2 * btc * d + batch * T * V * (d + 8)  # + final LayerNorm, logits and the loss
+
     def forward(self, idx: Tensor) -> Tensor:
         """Token ids (B, T) -> next-token logits (B, T, vocab_size)."""
         T = idx.shape[1]
