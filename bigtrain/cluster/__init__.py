@@ -5,5 +5,5 @@ and device counts that also go into the launch command, and every rank runs
 `bigtrain fit --config <run>/config.yaml --ckpt_path auto`.
 
 Modules: `layout` (the counts and the config they go into), `environment` (network variables and Lightning's
-cluster plugins), `slurm` and `torchrun` (the launch commands), `submit` and `jobs` (the commands).
+cluster plugins), `slurm` and `torchrun` (the launch commands).
 """
