@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from argparse import ArgumentError
 from pathlib import Path
 from typing import Any
@@ -13,10 +12,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from bigtrain.errors import UserError
 from bigtrain.parse_errors import one_line
-from bigtrain.run_names import run_name
-
-RUN_DIR_ENV = "BIGTRAIN_RUN_DIR"
-"""Lightning re-runs the command line for each DDP rank it starts; they find the run directory here."""
+from bigtrain.run_names import RUN_DIR_ENV, default_run_dir, run_name
 
 
 class BigtrainCLI(LightningCLI):
@@ -93,7 +89,7 @@ class BigtrainCLI(LightningCLI):
         )
         config["callbacks"] = list(config.get("callbacks") or []) + extra
         if not config.get("plugins"):
-            from bigtrain.cluster import environment_plugins
+            from bigtrain.cluster.environment import environment_plugins
 
             # Under SLURM: Lightning's own auto-requeue (which saves inside the signal handler) is off;
             # the Preemption callback saves at a step boundary and requeues instead.
@@ -126,17 +122,14 @@ def _check_global_batch(trainer: Trainer, datamodule: Any) -> None:
     """Refuse a global batch that does not split across the data-parallel ranks before any rank starts
     (the DataModule finds out only once every rank has been launched, and then each says so)."""
     from bigtrain.data.base import BigtrainDataModule
+    from bigtrain.strategies.batch import split_batch, split_ranks
 
     if not isinstance(datamodule, BigtrainDataModule):
         return
-    world = trainer.num_nodes * trainer.num_devices
     tp = getattr(trainer.strategy, "tensor_parallel_size", 1) or 1
-    dp = getattr(trainer.strategy, "data_parallel_size", None) or max(1, world // tp)
-    if datamodule.batch_size % dp:
-        raise UserError(
-            f"data.batch_size {datamodule.batch_size} does not divide across {dp} data-parallel ranks; "
-            f"use a multiple of {dp}"
-        )
+    given = getattr(trainer.strategy, "data_parallel_size", None)
+    ranks = split_ranks(trainer.num_nodes * trainer.num_devices, tp, given, nodes=trainer.num_nodes)
+    split_batch(datamodule.batch_size, ranks, datamodule.micro_batch_size)
 
 
 def _dests(parser: LightningArgumentParser, args: Any) -> list[str]:
@@ -144,21 +137,6 @@ def _dests(parser: LightningArgumentParser, args: Any) -> list[str]:
     command = args[0] if isinstance(args, list) and args else None
     sub = parser._subcommands_action._name_parser_map.get(command) if parser._subcommands_action else None
     return [a.dest for a in (sub or parser)._actions]
-
-
-def default_run_dir(name: str) -> str:
-    """runs/<name>/<time> (or the directory an earlier rank chose), made unique."""
-    if os.environ.get(RUN_DIR_ENV):
-        return os.environ[RUN_DIR_ENV]
-    job = os.environ.get("SLURM_JOB_ID")
-    stamp = f"slurm-{job}" if job else time.strftime("%Y%m%d-%H%M%S")
-    base = Path("runs") / run_name(name) / stamp  # a recipe file may set recipe_name: keep it in runs/
-    path, n = base, 1
-    while path.exists() and not job:
-        n += 1
-        path = base.with_name(f"{stamp}-{n}")
-    os.environ[RUN_DIR_ENV] = str(path)
-    return str(path)
 
 
 def expand_recipe(args: list[str]) -> list[str]:

@@ -1,13 +1,20 @@
-"""Names of runs: one path component from a recipe name or file, whatever the user typed."""
+"""Names of runs and their directories: one path component from a recipe name or file, whatever the user
+typed, and `runs/<name>/<stamp>` for a run that was given no directory."""
 
 from __future__ import annotations
 
+import os
 import re
+import time
 from pathlib import Path
+
+from bigtrain.errors import UserError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]+")
 MAX_NAME = 100
 """Characters kept of a run name (a path component may hold 255 bytes; the time stamp follows it)."""
+RUN_DIR_ENV = "BIGTRAIN_RUN_DIR"
+"""Lightning re-runs the command line for each DDP rank it starts; they find the run directory here."""
 
 
 def run_name(recipe: str) -> str:
@@ -19,3 +26,39 @@ def run_name(recipe: str) -> str:
     name = Path(recipe).stem if recipe.endswith((".yaml", ".yml")) else recipe
     name = _UNSAFE.sub("-", name).lstrip(".-")[:MAX_NAME].rstrip(".")
     return name or "run"
+
+
+def fresh_run_dir(recipe: str, stamp: str | None = None, *, unique: bool = True) -> Path:
+    """`runs/<run name>/<stamp>` under the current folder (stamp: the local time), with `-2`, `-3`, ...
+    appended until no such directory exists when `unique`."""
+    stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
+    base = Path("runs", run_name(recipe), stamp)  # a recipe file may set its own name: keep it in runs/
+    path, n = base, 1
+    while unique and path.exists():
+        n += 1
+        path = base.with_name(f"{stamp}-{n}")
+    return path
+
+
+def new_run_dir(recipe: str, given: str | None, *, must_be_new: bool) -> Path:
+    """The run directory as an absolute path: `given`, or `runs/<recipe>/<time>` under the current folder."""
+    if given:
+        if any(ord(c) < 32 or ord(c) == 127 for c in given):
+            raise UserError(f"--run-dir {given!r} contains a control character (newline, tab, ...)")
+        path = Path(given).expanduser().absolute()
+    else:
+        path = fresh_run_dir(recipe).absolute()
+    if must_be_new and path.exists() and any(path.iterdir()):
+        raise UserError(f"run directory {path} already exists and is not empty; choose a new --run-dir")
+    return path
+
+
+def default_run_dir(name: str) -> str:
+    """runs/<name>/<time> (or the directory an earlier rank chose), made unique."""
+    if os.environ.get(RUN_DIR_ENV):
+        return os.environ[RUN_DIR_ENV]
+    job = os.environ.get("SLURM_JOB_ID")
+    # Every rank of a SLURM job (and its requeued runs) shares the job's directory.
+    path = fresh_run_dir(name, f"slurm-{job}" if job else None, unique=not job)
+    os.environ[RUN_DIR_ENV] = str(path)
+    return str(path)

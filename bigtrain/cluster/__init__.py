@@ -3,22 +3,7 @@
 `bigtrain submit slurm|torchrun` (submit.py) resolves a recipe once into `<run>/config.yaml`, with the node
 and device counts that also go into the launch command, and every rank runs
 `bigtrain fit --config <run>/config.yaml --ckpt_path auto`.
+
+Modules: `layout` (the counts and the config they go into), `environment` (network variables and Lightning's
+cluster plugins), `slurm` and `torchrun` (the launch commands).
 """
-
-from __future__ import annotations
-
-from typing import Any
-
-
-def environment_plugins() -> list[Any]:
-    """Trainer plugins for where this process runs: under `srun`, SLURM without Lightning's auto-requeue.
-
-    Lightning's own SLURM requeue saves a checkpoint inside the signal handler; bigtrain's Preemption
-    callback saves at the next step boundary instead, so Lightning's is switched off.
-    """
-    from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
-
-    # torchrun started inside a SLURM allocation sets its own ranks; those win over SLURM's.
-    if TorchElasticEnvironment.detect() or not SLURMEnvironment.detect():
-        return []
-    return [SLURMEnvironment(auto_requeue=False)]

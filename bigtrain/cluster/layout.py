@@ -1,12 +1,10 @@
 """One source for a cluster run's shape: the counts that go into both the launch command and config.yaml,
-and the environment every launcher (SLURM, torchrun) gives the ranks."""
+checked against the recipe's strategy and global batch before the job waits in a queue."""
 
 from __future__ import annotations
 
 import logging
 import os
-import re
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,15 +14,13 @@ import yaml
 
 from bigtrain.errors import UserError
 from bigtrain.files import write_text_atomic
-from bigtrain.run_names import run_name
+from bigtrain.strategies.batch import split_batch, split_ranks
 
 ACCELERATORS = ("gpu", "cpu")
 # Strategy settings that mean "one process". With more ranks they become `auto`, which bigtrain resolves
 # for the counts in the config (DDP, or FSDP when the model needs it).
 SINGLE_PROCESS_STRATEGIES = ("single", "single_device", "bigtrain.strategies.single")
 SEED_VARIABLES = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")
-_IFNAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
-"""A Linux network interface name (at most 15 characters)."""
 
 
 @dataclass(frozen=True)
@@ -50,16 +46,6 @@ class Layout:
     def world_size(self) -> int:
         """Total number of ranks."""
         return self.nodes * self.devices_per_node
-
-
-def socket_variables(ifname: str | None) -> dict[str, str]:
-    """GLOO_SOCKET_IFNAME and NCCL_SOCKET_IFNAME naming the network interface `ifname`; none when unset."""
-    if not ifname:
-        return {}
-    if not _IFNAME.fullmatch(ifname):
-        raise UserError(f"--socket-ifname {ifname!r} is not a network interface name (e.g. eth0, ib0)")
-    # gloo and NCCL otherwise advertise the address the hostname resolves to, often a loopback one.
-    return {"GLOO_SOCKET_IFNAME": ifname, "NCCL_SOCKET_IFNAME": ifname}
 
 
 def _section(cfg: dict[str, Any], key: str) -> dict[str, Any]:
@@ -89,32 +75,15 @@ def _strategy_args(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def check_divisible(cfg: dict[str, Any], layout: Layout) -> None:
     """Refuse counts the run would reject only after waiting in the queue."""
-    ranks = f"{layout.nodes} node(s) x {layout.devices_per_node} device(s) = {layout.world_size} ranks"
     strategy = _strategy_args(cfg)
-    tp = strategy.get("tensor_parallel_size") or 1
-    if layout.world_size % tp:
-        raise UserError(f"trainer.strategy.tensor_parallel_size {tp} does not divide {ranks}")
-    dp = layout.world_size // tp
-    given_dp = strategy.get("data_parallel_size")
-    if given_dp and given_dp != dp:
-        raise UserError(
-            f"trainer.strategy.data_parallel_size {given_dp} x tensor_parallel_size {tp} must equal {ranks}"
-        )
+    tp = strategy.get("tensor_parallel_size")
+    ranks = split_ranks(
+        layout.world_size, 1 if tp is None else tp, strategy.get("data_parallel_size"), nodes=layout.nodes
+    )
     data = _section(cfg, "data")
     batch, micro = data.get("batch_size"), data.get("micro_batch_size")
-    if isinstance(batch, int) and batch % dp:
-        where = (
-            ranks if dp == layout.world_size else f"{dp} data-parallel ranks ({ranks}, tensor parallel {tp})"
-        )
-        raise UserError(
-            f"data.batch_size {batch} (the global batch) does not divide across {where}; "
-            f"use a multiple of {dp} or other counts"
-        )
-    if isinstance(batch, int) and isinstance(micro, int) and (batch // dp) % micro:
-        raise UserError(
-            f"data.micro_batch_size {micro} does not divide the per-device batch {batch // dp} "
-            f"(data.batch_size {batch} / {dp} data-parallel ranks)"
-        )
+    if isinstance(batch, int):
+        split_batch(batch, ranks, micro if isinstance(micro, int) else None)
 
 
 def _single_process(strategy: Any) -> bool:
@@ -138,23 +107,6 @@ def apply_layout(cfg: dict[str, Any], layout: Layout, run_dir: Path) -> dict[str
     # Every rank resumes from the run directory; a fixed checkpoint in the recipe would override that.
     cfg.pop("ckpt_path", None)
     return cfg
-
-
-def new_run_dir(recipe: str, given: str | None, *, must_be_new: bool) -> Path:
-    """The run directory as an absolute path: `given`, or `runs/<recipe>/<time>` under the current folder."""
-    if given:
-        if any(ord(c) < 32 or ord(c) == 127 for c in given):
-            raise UserError(f"--run-dir {given!r} contains a control character (newline, tab, ...)")
-        path = Path(given).expanduser().absolute()
-    else:
-        path = Path("runs", run_name(recipe), time.strftime("%Y%m%d-%H%M%S")).absolute()
-        n = 1
-        while path.exists():
-            n += 1
-            path = path.with_name(f"{time.strftime('%Y%m%d-%H%M%S')}-{n}")
-    if must_be_new and path.exists() and any(path.iterdir()):
-        raise UserError(f"run directory {path} already exists and is not empty; choose a new --run-dir")
-    return path
 
 
 def resolve_run_config(recipe: str, overrides: list[str]) -> dict[str, Any]:

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
-from bigtrain.cluster.layout import Layout, socket_variables
+from bigtrain.cluster.environment import socket_variables
+from bigtrain.cluster.layout import Layout
 from bigtrain.errors import UserError, unknown
 
 TEMPLATE = "job.sbatch.tmpl"

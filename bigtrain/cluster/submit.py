@@ -21,6 +21,7 @@ from bigtrain.cluster import slurm, torchrun
 from bigtrain.commands.args import OneLineParser
 from bigtrain.errors import UserError, unknown
 from bigtrain.files import write_text_atomic
+from bigtrain.run_names import new_run_dir, run_name
 
 USAGE = """\
 usage: bigtrain submit slurm --recipe NAME [overrides] --nodes N --gpus-per-node G [options] [--dry-run]
@@ -108,7 +109,7 @@ def _slurm_job(args: argparse.Namespace, layout: lay.Layout, run_dir: Path) -> s
     return slurm.SlurmJob(
         layout=layout,
         run_dir=run_dir,
-        name=lay.run_name(args.recipe),
+        name=run_name(args.recipe),
         partition=args.partition,
         account=args.account,
         time=args.time,
@@ -135,7 +136,7 @@ def submit_slurm(argv: list[str]) -> int:
     cfg, layout = _resolve(
         args, overrides, args.nodes, args.gpus_per_node, lambda: slurm.cluster_has_gpus(args.partition)
     )
-    run_dir = lay.new_run_dir(args.recipe, args.run_dir, must_be_new=True)
+    run_dir = new_run_dir(args.recipe, args.run_dir, must_be_new=True)
     job = _slurm_job(args, layout, run_dir)
     slurm.check_job(job)
     existed = run_dir.exists()
@@ -179,7 +180,7 @@ def submit_torchrun(argv: list[str]) -> int:
     endpoint = args.rdzv_endpoint or torchrun.DEFAULT_ENDPOINT
     torchrun.parse_endpoint(endpoint)
     cfg, layout = _resolve(args, overrides, args.nnodes, args.nproc_per_node, _cuda_available)
-    run_dir = lay.new_run_dir(args.recipe, args.run_dir, must_be_new=False)
+    run_dir = new_run_dir(args.recipe, args.run_dir, must_be_new=False)
     config = lay.write_config(run_dir, lay.apply_layout(cfg, layout, run_dir))
     job = torchrun.TorchrunJob(
         layout=layout,

@@ -7,7 +7,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bigtrain.cluster.layout import Layout, socket_variables
+from bigtrain.cluster.environment import socket_variables
+from bigtrain.cluster.layout import Layout
 from bigtrain.errors import UserError
 
 DEFAULT_ENDPOINT = "127.0.0.1:29500"

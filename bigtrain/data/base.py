@@ -17,6 +17,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from bigtrain.errors import UserError
+from bigtrain.strategies.batch import BatchSplit, data_parallel, split_batch, trainer_data_parallel
 
 
 class EpochSampler(DistributedSampler):
@@ -88,7 +89,8 @@ def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
 
 
 class BigtrainDataModule(LightningDataModule):
-    """Base DataModule: `batch_size` is the global batch, split across the data-parallel ranks.
+    """Base DataModule: `batch_size` is the global batch, split across the data-parallel ranks; each
+    DataLoader it makes holds `dataloader_batch_size` rows a batch (see `bigtrain.strategies.batch`).
 
     With `micro_batch_size`, each rank loads its share in micro-batches and the trainer accumulates their
     gradients (`trainer.accumulate_grad_batches` = per-device batch / micro-batch), so the optimisation is
@@ -106,48 +108,35 @@ class BigtrainDataModule(LightningDataModule):
         if micro_batch_size is not None and micro_batch_size < 1:
             raise UserError(f"data.micro_batch_size must be >= 1 or null, got {micro_batch_size}")
         self.batch_size = batch_size
+        """The global batch (`data.batch_size`); a DataLoader's batch is `dataloader_batch_size`."""
         self.num_workers = num_workers
         self.seed = seed
         self.micro_batch_size = micro_batch_size
 
     def _ranks(self) -> tuple[int, int]:
         """(data-parallel size, rank): the strategy's sampler settings; tensor-parallel peers share a rank."""
-        trainer = self.trainer
-        if trainer is None:
-            return 1, 0
-        mesh = getattr(trainer.strategy, "_device_mesh", None)
-        if mesh is not None and "data_parallel" in (mesh.mesh_dim_names or ()):
-            return mesh["data_parallel"].size(), mesh["data_parallel"].get_local_rank()
-        return trainer.world_size, trainer.global_rank
+        return data_parallel(self.trainer)
+
+    @property
+    def batch_split(self) -> BatchSplit:
+        """The global batch (`batch_size`) split over this run's data-parallel ranks, in micro-batches."""
+        size, _ = self._ranks()
+        return split_batch(self.batch_size, trainer_data_parallel(self.trainer, size), self.micro_batch_size)
 
     @property
     def per_device_batch_size(self) -> int:
-        """The global batch divided by the number of data-parallel ranks."""
-        world, _ = self._ranks()
-        if self.batch_size % world:
-            raise UserError(
-                f"data.batch_size {self.batch_size} does not divide across {world} data-parallel ranks; "
-                f"use a multiple of {world}"
-            )
-        return self.batch_size // world
+        """Rows each data-parallel rank loads per optimizer step: the global batch / data-parallel ranks."""
+        return self.batch_split.per_device
 
     @property
-    def loader_batch_size(self) -> int:
-        """What one DataLoader batch holds: the micro-batch when one is set, else the per-device batch."""
-        per_device = self.per_device_batch_size
-        micro = self.micro_batch_size
-        if micro is None or micro == per_device:
-            return per_device
-        if micro > per_device or per_device % micro:
-            raise UserError(
-                f"data.micro_batch_size {micro} does not divide the per-device batch {per_device} "
-                f"(data.batch_size {self.batch_size} / {self.batch_size // per_device} data-parallel ranks)"
-            )
-        return micro
+    def dataloader_batch_size(self) -> int:
+        """Every DataLoader's `batch_size` (not this module's `batch_size`, the global batch): the micro-batch
+        when one is set, else the per-device batch."""
+        return self.batch_split.loader_batch
 
     def _accumulate(self) -> None:
         """Accumulate gradients over the micro-batches of each device's share of the global batch."""
-        trainer, steps = self.trainer, self.per_device_batch_size // self.loader_batch_size
+        trainer, steps = self.trainer, self.batch_split.accumulation
         if trainer is None or self.micro_batch_size is None:
             return
         module = trainer.lightning_module
@@ -159,7 +148,7 @@ class BigtrainDataModule(LightningDataModule):
         trainer.accumulate_grad_batches = steps
 
     def loader(self, dataset: Dataset, *, train: bool) -> DataLoader:
-        """A DataLoader over `dataset` with the seeded EpochSampler and the per-device (micro-)batch."""
+        """A DataLoader over `dataset`: the seeded EpochSampler, `dataloader_batch_size` rows a batch."""
         world, rank = self._ranks()
         sampler = EpochSampler(
             dataset, num_replicas=world, rank=rank, shuffle=train, seed=self.seed, drop_last=train
@@ -168,7 +157,7 @@ class BigtrainDataModule(LightningDataModule):
             self._accumulate()
         return (ResumableDataLoader if train else DataLoader)(
             dataset,
-            batch_size=self.loader_batch_size,
+            batch_size=self.dataloader_batch_size,
             sampler=sampler,
             drop_last=train,
             num_workers=self.num_workers,

@@ -11,6 +11,7 @@ from typing import Any
 
 from bigtrain.errors import UserError
 from bigtrain.plan.facts import ModelFacts, fill_data_sizes, model_facts
+from bigtrain.strategies.batch import DataParallel, split_batch, split_ranks
 
 GIB = 2**30
 HEADROOM = 0.9
@@ -49,8 +50,9 @@ def precision_of(trainer_precision: Any = None, mixed_precision: Any = None) -> 
 
 
 @dataclass(frozen=True)
-class Layout:
-    """One way to run: a strategy over `ranks` devices, dp data-parallel x tp tensor-parallel."""
+class ParallelLayout:
+    """One way to run that the planner compares: a strategy over `ranks` devices, dp data-parallel x tp
+    tensor-parallel (not `bigtrain.cluster.layout.Layout`, the node and device counts of a submitted run)."""
 
     name: str
     strategy: str
@@ -64,7 +66,7 @@ class Layout:
 class Estimate:
     """Estimated bytes per device of one layout."""
 
-    layout: Layout
+    layout: ParallelLayout
     batch: int
     params: int
     grads: int
@@ -100,32 +102,39 @@ class Recommendation:
     estimate: Estimate
 
 
-def layouts(facts: ModelFacts, nodes: int, devices_per_node: int) -> list[Layout]:
+def layouts(facts: ModelFacts, nodes: int, devices_per_node: int) -> list[ParallelLayout]:
     """The layouts to compare: one device, DDP, FSDP (with and without checkpointing), FSDP x TP."""
     world = nodes * devices_per_node
-    out = [Layout("single", "single", 1, 1)]
+    out = [ParallelLayout("single", "single", 1, 1)]
     if world > 1:
         out += [
-            Layout("ddp", "ddp", world, world),
-            Layout("fsdp", "fsdp", world, world),
-            Layout("fsdp + AC", "fsdp", world, world, checkpointing=True),
+            ParallelLayout("ddp", "ddp", world, world),
+            ParallelLayout("fsdp", "fsdp", world, world),
+            ParallelLayout("fsdp + AC", "fsdp", world, world, checkpointing=True),
         ]
         for t in facts.tp_degrees:
             if t <= devices_per_node and devices_per_node % t == 0:
-                out.append(Layout(f"fsdp x TP{t}", "fsdp", world, world // t, t))
-                out.append(Layout(f"fsdp x TP{t} + AC", "fsdp", world, world // t, t, checkpointing=True))
+                dp = split_ranks(world, t, nodes=nodes).size
+                out.append(ParallelLayout(f"fsdp x TP{t}", "fsdp", world, dp, t))
+                out.append(ParallelLayout(f"fsdp x TP{t} + AC", "fsdp", world, dp, t, checkpointing=True))
     return out
 
 
-def estimate(facts: ModelFacts, layout: Layout, precision: Precision) -> Estimate:
+def _per_device_batch(facts: ModelFacts, layout: ParallelLayout) -> tuple[int, str]:
+    """(rows one DataLoader batch holds, why the batch cannot split as configured or '')."""
+    ranks = DataParallel(layout.dp, layout.tp)
+    try:
+        return split_batch(facts.global_batch, ranks, facts.micro_batch).loader_batch, ""
+    except UserError as err:
+        batch = facts.global_batch // layout.dp
+        return (min(batch, facts.micro_batch) if facts.micro_batch else batch), str(err)
+
+
+def estimate(facts: ModelFacts, layout: ParallelLayout, precision: Precision) -> Estimate:
     """Estimated bytes per device of `layout` (see the module docstring for the formulas)."""
     P, tp, dp = facts.params, layout.tp, layout.dp
     local = P if layout.strategy != "fsdp" else (facts.tp_params / tp + P - facts.tp_params) / dp
-    note, batch = "", facts.global_batch // dp
-    if facts.global_batch % dp:
-        note = f"batch {facts.global_batch} does not divide over {dp} data-parallel ranks"
-    if facts.micro_batch:
-        batch = min(batch, facts.micro_batch)
+    batch, note = _per_device_batch(facts, layout)
     if layout.strategy == "fsdp":
         gathered = facts.root_params + 2 * facts.max_block_params / tp
         other = gathered * (precision.compute + precision.param)

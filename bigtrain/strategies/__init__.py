@@ -8,16 +8,39 @@ A family applies its sharding plan with one call in `configure_model()`:
 `self.net = parallelize(self, lambda: Net(cfg))`.
 """
 
-from bigtrain.strategies.ddp import DDP, Single
-from bigtrain.strategies.fsdp import FSDP
-from bigtrain.strategies.mesh import data_parallel, global_randn, rank_rows
-from bigtrain.strategies.parallelize import parallelize
-from bigtrain.strategies.resolve import (
-    STRATEGY_CLASSES,
-    STRATEGY_NAMES,
-    expand_strategy_argv,
-    resolve_strategy,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bigtrain.strategies.batch import data_parallel
+    from bigtrain.strategies.ddp import DDP, Single
+    from bigtrain.strategies.fsdp import FSDP
+    from bigtrain.strategies.mesh import global_randn, rank_rows
+    from bigtrain.strategies.parallelize import parallelize
+    from bigtrain.strategies.resolve import (
+        STRATEGY_CLASSES,
+        STRATEGY_NAMES,
+        expand_strategy_argv,
+        resolve_strategy,
+    )
+
+# Imported on first use (PEP 562): the strategies pull in torch and Lightning, which the cluster code and
+# the data-parallel arithmetic in `batch` must not pay for.
+_EXPORTS = {
+    "DDP": "ddp",
+    "FSDP": "fsdp",
+    "STRATEGY_CLASSES": "resolve",
+    "STRATEGY_NAMES": "resolve",
+    "Single": "ddp",
+    "data_parallel": "batch",
+    "expand_strategy_argv": "resolve",
+    "global_randn": "mesh",
+    "parallelize": "parallelize",
+    "rank_rows": "mesh",
+    "resolve_strategy": "resolve",
+}
 
 __all__ = [
     "DDP",
@@ -32,3 +55,16 @@ __all__ = [
     "rank_rows",
     "resolve_strategy",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """A public name, importing the submodule that defines it."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

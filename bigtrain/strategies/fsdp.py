@@ -15,6 +15,7 @@ import torch
 from lightning.pytorch.strategies import ModelParallelStrategy
 
 from bigtrain.errors import UserError
+from bigtrain.strategies.batch import split_ranks
 
 Dtype = Literal["fp32", "bf16", "fp16"]
 """A floating-point type by its short name."""
@@ -28,22 +29,12 @@ META_INIT_MIN_BYTES = 2**30
 """With `meta_init: null`: networks with at least this many fp32 parameter bytes are initialised sharded."""
 
 
-def mesh_sizes(data_parallel_size: int | None, tensor_parallel_size: int, world_size: int) -> tuple[int, int]:
+def mesh_sizes(
+    data_parallel_size: int | None, tensor_parallel_size: int, world_size: int, nodes: int | None = None
+) -> tuple[int, int]:
     """(data-parallel, tensor-parallel) sizes for `world_size` ranks; UserError when they do not fit."""
-    tp = tensor_parallel_size
-    if tp < 1 or world_size % tp:
-        raise UserError(
-            f"trainer.strategy.tensor_parallel_size {tp} does not divide the {world_size} ranks "
-            f"(trainer.devices x trainer.num_nodes); use a divisor of {world_size}"
-        )
-    dp = world_size // tp if data_parallel_size is None else data_parallel_size
-    if dp < 1 or dp * tp != world_size:
-        raise UserError(
-            f"trainer.strategy.data_parallel_size {dp} x tensor_parallel_size {tp} must equal the "
-            f"{world_size} ranks (trainer.devices x trainer.num_nodes); leave data_parallel_size unset "
-            f"to use {world_size // tp}"
-        )
-    return dp, tp
+    ranks = split_ranks(world_size, tensor_parallel_size, data_parallel_size, nodes=nodes)
+    return ranks.size, ranks.tp
 
 
 class FSDP(ModelParallelStrategy):
@@ -117,9 +108,8 @@ class FSDP(ModelParallelStrategy):
         self.timeout_s = timeout_s
 
     def _mesh_sizes(self) -> tuple[int, int]:
-        return mesh_sizes(
-            self.data_parallel_size, self.tensor_parallel_size, self.num_nodes * self.num_processes
-        )
+        world = self.num_nodes * self.num_processes
+        return mesh_sizes(self.data_parallel_size, self.tensor_parallel_size, world, self.num_nodes)
 
     def _configure_launcher(self) -> None:
         # Checked here, in the launching process, so a bad degree fails before any rank starts.

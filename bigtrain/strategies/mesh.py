@@ -6,33 +6,15 @@ from typing import Any
 
 import torch
 
+from bigtrain.strategies.batch import data_parallel, data_parallel_mesh
 
-def data_parallel(trainer: Any | None) -> tuple[int, int]:
-    """(data-parallel size, this rank's data-parallel rank): the sampler's num_replicas and rank.
-
-    Ranks of one tensor-parallel group share a data-parallel rank: they must see the same batch.
-    """
-    if trainer is None:
-        return 1, 0
-    strategy = trainer.strategy
-    mesh = getattr(strategy, "_device_mesh", None)
-    if mesh is not None and "data_parallel" in (mesh.mesh_dim_names or ()):
-        dp = mesh["data_parallel"]
-        return dp.size(), dp.get_local_rank()
-    if hasattr(strategy, "distributed_sampler_kwargs") and strategy.distributed_sampler_kwargs:
-        kwargs = strategy.distributed_sampler_kwargs
-        return int(kwargs["num_replicas"]), int(kwargs["rank"])
-    return trainer.world_size, trainer.global_rank
+__all__ = ["data_parallel", "data_parallel_group", "global_randn", "rank_rows"]
 
 
 def data_parallel_group(trainer: Any | None) -> Any | None:
     """The process group of this rank's data-parallel peers (None: the default group)."""
-    if trainer is None:
-        return None
-    mesh = getattr(trainer.strategy, "_device_mesh", None)
-    if mesh is not None and "data_parallel" in (mesh.mesh_dim_names or ()):
-        return mesh["data_parallel"].get_group()
-    return None
+    dp = data_parallel_mesh(trainer)
+    return None if dp is None else dp.get_group()
 
 
 def rank_rows(global_rows: torch.Tensor, trainer: Any | None) -> torch.Tensor:

@@ -28,8 +28,9 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from bigtrain.errors import UserError
+from bigtrain.strategies.batch import data_parallel
 from bigtrain.strategies.fsdp import FSDP, META_INIT_MIN_BYTES
-from bigtrain.strategies.mesh import data_parallel, data_parallel_group
+from bigtrain.strategies.mesh import data_parallel_group
 from bigtrain.strategies.sync_norm import sync_batchnorm
 
 _DONE = "_bigtrain_parallelized"

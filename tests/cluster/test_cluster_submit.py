@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -11,8 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bigtrain.cluster import environment_plugins, jobs, slurm, submit
+from bigtrain import run_names
+from bigtrain.cluster import jobs, slurm, submit
 from bigtrain.cluster import layout as lay
+from bigtrain.cluster.environment import environment_plugins
 from bigtrain.errors import UserError
 
 FAKE_CONFIG = {
@@ -213,11 +216,11 @@ def test_jobs_without_slurm_is_a_user_error(tmp_path, monkeypatch):
 
 def test_run_dir_default_is_absolute_and_new(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    first = lay.new_run_dir("cnn/glyphs", None, must_be_new=True)
+    first = run_names.new_run_dir("cnn/glyphs", None, must_be_new=True)
     assert first.is_absolute() and first.parent == tmp_path / "runs" / "cnn-glyphs"
     first.mkdir(parents=True)
-    assert lay.new_run_dir("cnn/glyphs", None, must_be_new=True) != first
-    assert Path(lay.run_name("my/recipes/big.yaml")) == Path("big")
+    assert run_names.new_run_dir("cnn/glyphs", None, must_be_new=True) != first
+    assert Path(run_names.run_name("my/recipes/big.yaml")) == Path("big")
 
 
 @pytest.mark.slow
@@ -236,7 +239,10 @@ def test_real_recipe_dry_run_4x8_and_counts_that_do_not_divide(recipe, tmp_path)
     bad = _bigtrain([*common, "--nodes", "3", "--gpus-per-node", "1", "--run-dir", str(tmp_path / "bad"),
                      "--dry-run"], path=os.environ["PATH"])  # fmt: skip
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0, bad.stderr
-    assert "data.batch_size 64 (the global batch) does not divide across 3 node(s)" in bad.stderr
+    assert (
+        "data.batch_size 64 (the global batch) does not divide across 3 data-parallel ranks (3 node(s) x"
+        in bad.stderr
+    )
     assert not (tmp_path / "bad").exists()
 
 
@@ -247,7 +253,9 @@ def test_sharded_and_micro_batch_counts():
 
     fsdp = {"class_path": "bigtrain.strategies.FSDP", "init_args": {"tensor_parallel_size": 4}}
     lay.check_divisible(cfg(fsdp), lay.Layout(nodes=2, devices_per_node=8, accelerator="gpu"))  # 4 dp x 4 tp
-    with pytest.raises(UserError, match="tensor_parallel_size 4 does not divide 1 node"):
+    with pytest.raises(
+        UserError, match=re.escape("tensor_parallel_size 4 does not divide the 6 ranks (1 node(s) x")
+    ):
         lay.check_divisible(cfg(fsdp), lay.Layout(nodes=1, devices_per_node=6, accelerator="gpu"))
     with pytest.raises(UserError, match="does not divide across 24 data-parallel ranks"):
         big = {**fsdp, "init_args": {"tensor_parallel_size": 2}}

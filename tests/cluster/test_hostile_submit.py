@@ -15,6 +15,7 @@ import yaml
 from bigtrain.cluster import layout as lay
 from bigtrain.cluster import submit, torchrun
 from bigtrain.errors import UserError
+from bigtrain.run_names import new_run_dir
 
 CONFIG = {
     "trainer": {"accelerator": "cpu", "devices": 1, "num_nodes": 1, "strategy": "auto", "max_steps": 5},
@@ -166,7 +167,7 @@ def test_bad_values_are_one_line(extra, message, tmp_path, resolved):
 def test_recipe_names_stay_one_path_component(tmp_path, resolved, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for name in ("../../../x", "a/../../b", "..", "x\ny", "/abs/path"):
-        path = lay.new_run_dir(name, None, must_be_new=True)
+        path = new_run_dir(name, None, must_be_new=True)
         assert path.parent.parent == tmp_path / "runs", (name, path)
         assert path.parent.name not in ("", ".", "..") and "\n" not in path.parent.name
 
@@ -201,7 +202,7 @@ def test_submit_torchrun_runs_nothing_a_value_carries(option, tmp_path, resolved
 
 def test_fit_run_names_from_a_recipe_stay_in_runs(monkeypatch):
     """`--recipe_name`, which a recipe file can set too, names a folder under runs/ and nothing else."""
-    from bigtrain.lightning_cli import RUN_DIR_ENV, default_run_dir
+    from bigtrain.run_names import RUN_DIR_ENV, default_run_dir
 
     for name in ("../../../x", "..", "a/b/../../c"):
         monkeypatch.delenv(RUN_DIR_ENV, raising=False)

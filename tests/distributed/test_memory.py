@@ -80,13 +80,13 @@ def _planned(name: str) -> int:
     """`bigtrain plan`'s parameter + gradient + optimizer bytes per device for a layout."""
     from bigtrain.data import TextDataModule
     from bigtrain.models.transformer import GPTModule
-    from bigtrain.plan import Layout, estimate, fill_data_sizes, model_facts, precision_of
+    from bigtrain.plan import ParallelLayout, estimate, fill_data_sizes, model_facts, precision_of
 
     ranks, tp, _ = LAYOUTS[name]
     data = TextDataModule(block_size=16, batch_size=4, train_samples=8)
     fill_data_sizes(data)
     facts = model_facts(GPTModule(net=NET, sample_tokens=0), data)
-    layout = Layout(name, "ddp" if name == "ddp" else "fsdp", ranks, ranks // tp, tp)
+    layout = ParallelLayout(name, "ddp" if name == "ddp" else "fsdp", ranks, ranks // tp, tp)
     return estimate(facts, layout, precision_of("32-true")).states
 
 

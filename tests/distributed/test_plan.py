@@ -13,7 +13,7 @@ from bigtrain.errors import UserError
 from bigtrain.models import load_all
 from bigtrain.plan import (
     GIB,
-    Layout,
+    ParallelLayout,
     choose,
     estimate,
     layouts,
@@ -77,10 +77,10 @@ def test_transformer_tensor_parallel_facts():
 def test_strategy_arithmetic():
     facts = model_facts(FAMILIES["transformer"].GPTModule(net={"preset": "baby"}), _data("transformer"))
     P, prec = facts.params, precision_of("bf16-mixed", "bf16")
-    single = estimate(facts, Layout("single", "single", 1, 1), prec)
-    ddp = estimate(facts, Layout("ddp", "ddp", 2, 2), prec)
-    fsdp = estimate(facts, Layout("fsdp", "fsdp", 2, 2), prec)
-    tp = estimate(facts, Layout("fsdp x TP2", "fsdp", 4, 2, 2), prec)
+    single = estimate(facts, ParallelLayout("single", "single", 1, 1), prec)
+    ddp = estimate(facts, ParallelLayout("ddp", "ddp", 2, 2), prec)
+    fsdp = estimate(facts, ParallelLayout("fsdp", "fsdp", 2, 2), prec)
+    tp = estimate(facts, ParallelLayout("fsdp x TP2", "fsdp", 4, 2, 2), prec)
     assert single.states == ddp.states == 16 * P  # fp32 master weights, fp32 grads, two AdamW states
     assert fsdp.states == pytest.approx(8 * P, abs=4)
     assert tp.states == pytest.approx(16 * (facts.tp_params / 2 + P - facts.tp_params) / 2, abs=4)

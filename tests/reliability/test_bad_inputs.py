@@ -115,7 +115,7 @@ CASES = [
         "batch-across-ranks",
         GLYPHS,
         ("--trainer.accelerator", "cpu", "--trainer.devices", "3", "--data.batch_size", "64"),
-        "data.batch_size 64 does not divide across 3",
+        "data.batch_size 64 (the global batch) does not divide across 3 data-parallel ranks (1 node(s) x 3",
     ),
     Case("zero-devices", GLYPHS, ("--trainer.devices", "0"), "devices"),
 ]
