@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bigtrain.cluster import environment_plugins, jobs, slurm, submit
+from bigtrain.cluster import environment_plugins, slurm
 from bigtrain.cluster import layout as lay
+from bigtrain.commands import jobs, submit
 from bigtrain.errors import UserError
 
 FAKE_CONFIG = {
@@ -33,7 +34,7 @@ def fake_recipe(monkeypatch):
         seen.append([recipe, *overrides])
         return yaml.safe_load(yaml.safe_dump(FAKE_CONFIG))
 
-    monkeypatch.setattr(lay, "resolve_run_config", resolve)
+    monkeypatch.setattr(submit, "resolve_run_config", resolve)
     return seen
 
 
@@ -82,7 +83,7 @@ def test_cpu_cluster_runs_one_task_per_device_without_gpus(tmp_path, fake_recipe
 
 def test_recipe_asking_for_cpu_makes_a_cpu_job(tmp_path, monkeypatch, capsys):
     cpu_config = {**FAKE_CONFIG, "trainer": {**FAKE_CONFIG["trainer"], "accelerator": "cpu"}}
-    monkeypatch.setattr(lay, "resolve_run_config", lambda recipe, overrides: dict(cpu_config))
+    monkeypatch.setattr(submit, "resolve_run_config", lambda recipe, overrides: dict(cpu_config))
     monkeypatch.setattr(slurm, "cluster_has_gpus", lambda partition: True)
     argv = [*shlex.split("slurm --recipe r --nodes 1 --gpus-per-node 2 --run-dir"), str(tmp_path / "r")]
     assert submit.main([*argv, "--dry-run"]) == 0
