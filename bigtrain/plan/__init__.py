@@ -30,11 +30,12 @@ allocator fragmentation and communication buffers. Measured against real per-ran
 tests/distributed/test_memory.py (parameters + gradients + optimizer state within 15%).
 
 Modules: `facts` reads the model (meta-device build, counts, activation models), `memory` does the
-per-layout arithmetic and the recommendation, `command` is the `bigtrain plan` command line and its table.
+per-layout arithmetic and the recommendation, `inputs` reads what the planner is given; the `bigtrain plan`
+command line and its table are in `bigtrain.commands.plan`.
 """
 
-from bigtrain.plan.command import instantiate, main, parse_memory, recipe_args
 from bigtrain.plan.facts import ModelFacts, family_of, fill_data_sizes, meta_copy, model_facts
+from bigtrain.plan.inputs import instantiate, parse_memory, recipe_args
 from bigtrain.plan.memory import (
     GIB,
     HEADROOM,
@@ -65,7 +66,6 @@ __all__ = [
     "fill_data_sizes",
     "instantiate",
     "layouts",
-    "main",
     "meta_copy",
     "model_facts",
     "parse_memory",
