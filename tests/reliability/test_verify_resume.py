@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bigtrain.errors import UserError
-from bigtrain.verify_resume import (
+from bigtrain.commands.verify_resume import (
     choose_stop,
     first_loss_difference,
     main,
@@ -14,6 +13,7 @@ from bigtrain.verify_resume import (
     resumed_where_stopped,
     weight_difference,
 )
+from bigtrain.errors import UserError
 
 # Tiny runs of each family's recipe. Between them: image augmentation, two loader workers, a change of
 # worker count across the resume, dropout (transformer, rnn), gradient accumulation (rnn), VAE sampling
