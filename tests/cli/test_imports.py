@@ -2,7 +2,9 @@
 
 Every import counts, including those inside functions: a lazy import only postpones a cycle to the first
 call. Importing `a.b.c` also runs the `__init__` of `a.b`, so that package is an edge too (except a
-package the importer is inside of, which is already being imported).
+package the importer is inside of, which is already being imported). Modules imported by name at run time
+(cli.py's command table, a config's class paths) are not seen: nothing may import cli.py, and class paths
+point into models/ and data/.
 """
 
 from __future__ import annotations

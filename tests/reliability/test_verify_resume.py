@@ -130,6 +130,13 @@ def test_overrides_pass_through_and_resume_args_are_split():
     assert opts.resume_args == ["--data.num_workers", "2"]
 
 
+def test_an_own_option_takes_the_next_word_even_one_that_starts_with_a_dash():
+    opts = parse(["gan/glyphs", "--resume-args", "--data.seed=1", "--dir", "-runs"])
+    assert (opts.resume_args, opts.dir, opts.overrides) == (["--data.seed=1"], "-runs", [])
+    with pytest.raises(UserError, match="--steps must be >= 2, got -3"):
+        parse(["gan/glyphs", "--steps", "-3"])
+
+
 def test_a_busy_dir_is_refused(tmp_path):
     (tmp_path / "something").write_text("x")
     with pytest.raises(UserError, match="not an empty folder"):
