@@ -1,19 +1,29 @@
 """The `bigtrain` command: Lightning's fit/validate/test/predict through LightningCLI, plus utilities.
 
-This module wires; it does not compute. Torch and Lightning are imported only by the commands that need them,
+This module dispatches; it does not compute, and nothing imports it. Each utility is a module of
+`bigtrain.commands`. Torch and Lightning are imported only by the commands that need them,
 so `bigtrain --help` and `bigtrain recipes list` answer at once.
 """
 
 from __future__ import annotations
 
-import os
+import importlib
 import sys
 from collections.abc import Callable
 
 from bigtrain import __version__
-from bigtrain.errors import UserError
+from bigtrain.errors import UserError, unknown
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+# Imported only when run: a command's imports (torch, Lightning) must not slow down the others.
+UTILITIES = {
+    "recipes": "bigtrain.commands.recipes:main",
+    "submit": "bigtrain.commands.submit:main",
+    "jobs": "bigtrain.commands.jobs:main",
+    "plan": "bigtrain.commands.plan:main",
+    "checkpoint": "bigtrain.commands.checkpoint:main",
+    "verify-resume": "bigtrain.commands.verify_resume:main",
+}
 
 HELP = f"""\
 usage: bigtrain <command> [options]
@@ -67,61 +77,16 @@ def dispatch(argv: list[str]) -> int:
         from bigtrain.lightning_cli import run
 
         return run(command, rest)
-    utilities = _utilities()
-    if command in utilities:
-        return utilities[command](rest)
-    from bigtrain.errors import unknown
-
-    raise unknown("command", command, [*LIGHTNING_COMMANDS, *utilities])
+    if command in UTILITIES:
+        return load(UTILITIES[command])(rest)
+    raise unknown("command", command, [*LIGHTNING_COMMANDS, *UTILITIES])
 
 
-def _utilities() -> dict[str, Callable[[list[str]], int]]:
-    def recipes(argv: list[str]) -> int:
-        from bigtrain.recipes import main as recipes_main
-
-        return recipes_main(argv)
-
-    def submit(argv: list[str]) -> int:
-        from bigtrain.cluster.submit import main as submit_main
-
-        return submit_main(argv)
-
-    def jobs(argv: list[str]) -> int:
-        from bigtrain.cluster.jobs import main as jobs_main
-
-        return jobs_main(argv)
-
-    def plan(argv: list[str]) -> int:
-        from bigtrain.plan import main as plan_main
-
-        return plan_main(argv)
-
-    def checkpoint(argv: list[str]) -> int:
-        from bigtrain.consolidate import main as checkpoint_main
-
-        return checkpoint_main(argv)
-
-    def verify_resume(argv: list[str]) -> int:
-        from bigtrain.verify_resume import main as verify_resume_main
-
-        return verify_resume_main(argv)
-
-    return {
-        "recipes": recipes,
-        "submit": submit,
-        "jobs": jobs,
-        "plan": plan,
-        "checkpoint": checkpoint,
-        "verify-resume": verify_resume,
-    }
-
-
-def resolve_config(subcommand: str, args: list[str]) -> dict:
-    """The resolved config of `bigtrain <subcommand> <args>` as a plain dict (what --print_config prints)."""
-    from bigtrain.lightning_cli import resolve
-
-    return resolve(subcommand, args)
+def load(target: str) -> Callable[[list[str]], int]:
+    """The function a `module:function` entry names, imported now."""
+    module, _, function = target.partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 if __name__ == "__main__":
-    main(os.sys.argv[1:])
+    main(sys.argv[1:])

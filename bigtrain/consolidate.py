@@ -209,7 +209,7 @@ def first_difference(expected: Mapping[str, Any], found: Mapping[str, Any]) -> s
 
 def meta_module(config: str) -> Any:
     """The LightningModule a config YAML or recipe describes, its network built on the meta device."""
-    from bigtrain.cli import resolve_config
+    from bigtrain.lightning_cli import resolve as resolve_config
     from bigtrain.plan import fill_data_sizes, instantiate, meta_copy, recipe_args
 
     resolved = resolve_config("fit", recipe_args(config))

@@ -1,4 +1,4 @@
-"""The packaged recipes: find, list, show and copy them (`bigtrain recipes ...`).
+"""The packaged recipes: where they are, and finding one by name (`bigtrain recipes` lists them).
 
 A recipe is a LightningCLI config file `recipes/<family>/<name>.yaml` whose first comment line is the command
 that launches it and whose next comment lines describe it in one sentence.
@@ -6,12 +6,10 @@ that launches it and whose next comment lines describe it in one sentence.
 
 from __future__ import annotations
 
-import argparse
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from bigtrain.errors import UserError, unknown
+from bigtrain.errors import unknown
 
 
 def recipes_dir() -> Path:
@@ -89,42 +87,3 @@ def find(name: str) -> Path:
     if len(bare) == 1:
         return bare[0].path
     raise unknown("recipe", name, recipes)
-
-
-def main(argv: list[str]) -> int:
-    """`bigtrain recipes list|show|copy`."""
-    parser = argparse.ArgumentParser(prog="bigtrain recipes", description="The packaged recipes.")
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("list", help="name, family, data and description of every recipe")
-    show = sub.add_parser("show", help="print a recipe's YAML")
-    show.add_argument("name")
-    copy = sub.add_parser("copy", help="copy a recipe to a file or folder to edit it")
-    copy.add_argument("name")
-    copy.add_argument("dest")
-    args = parser.parse_args(argv)
-    if args.cmd == "list":
-        _print_table(all_recipes())
-    elif args.cmd == "show":
-        print(find(args.name).read_text(), end="")
-    else:
-        src = find(args.name)
-        dest = Path(args.dest)
-        if dest.is_dir():
-            dest = dest / src.name
-        if dest.exists():
-            raise UserError(f"{dest} already exists; choose another destination")
-        if not dest.parent.is_dir():
-            raise UserError(f"folder {dest.parent} does not exist")
-        shutil.copyfile(src, dest)
-        print(f"copied {args.name} to {dest}; run it with: bigtrain fit --config {dest}")
-    return 0
-
-
-def _print_table(recipes: list[Recipe]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("recipe", "family", "data", "description", box=None, pad_edge=False)
-    for r in recipes:
-        table.add_row(r.name, r.family, r.data, r.description)
-    Console(width=max(Console().width, 120)).print(table)

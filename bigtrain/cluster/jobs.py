@@ -1,14 +1,12 @@
-"""`bigtrain jobs`: this user's bigtrain SLURM jobs with their state and run directory."""
+"""This user's bigtrain SLURM jobs with their state and run directory, from squeue and sacct."""
 
 from __future__ import annotations
 
-import getpass
 import shutil
 import subprocess
 from dataclasses import dataclass
 
 from bigtrain.cluster.slurm import COMMENT_PREFIX
-from bigtrain.commands.args import OneLineParser
 from bigtrain.errors import UserError
 
 JOB_NAME_PREFIX = "bigtrain-"
@@ -76,13 +74,3 @@ def format_table(jobs: list[Job]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = ["  ".join([*(row[i].ljust(widths[i]) for i in range(3)), row[3]]) for row in rows]
     return "\n".join(lines)
-
-
-def main(argv: list[str]) -> int:
-    """`bigtrain jobs [--user NAME]`."""
-    parser = OneLineParser(prog="bigtrain jobs", description="List bigtrain SLURM jobs.")
-    parser.add_argument("--user", default=getpass.getuser(), help="whose jobs (default: you)")
-    args = parser.parse_args(argv)
-    jobs = list_jobs(args.user)
-    print(format_table(jobs) if jobs else f"no bigtrain jobs for {args.user}")
-    return 0

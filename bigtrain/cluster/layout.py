@@ -3,9 +3,6 @@ checked against the recipe's strategy and global batch before the job waits in a
 
 from __future__ import annotations
 
-import logging
-import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +17,6 @@ ACCELERATORS = ("gpu", "cpu")
 # Strategy settings that mean "one process". With more ranks they become `auto`, which bigtrain resolves
 # for the counts in the config (DDP, or FSDP when the model needs it).
 SINGLE_PROCESS_STRATEGIES = ("single", "single_device", "bigtrain.strategies.single")
-SEED_VARIABLES = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")
 
 
 @dataclass(frozen=True)
@@ -109,27 +105,6 @@ def apply_layout(cfg: dict[str, Any], layout: Layout, run_dir: Path) -> dict[str
     return cfg
 
 
-def resolve_run_config(recipe: str, overrides: list[str]) -> dict[str, Any]:
-    """The recipe plus command-line overrides, resolved exactly as `bigtrain fit` would."""
-    from bigtrain.cli import resolve_config
-
-    # Parsing seeds the process (with a log line and PL_GLOBAL_SEED in the environment); neither belongs in
-    # submit's output or in the environment that sbatch and torchrun pass on to the job.
-    saved = {name: os.environ.get(name) for name in SEED_VARIABLES}
-    seed_log = logging.getLogger("lightning.fabric.utilities.seed")
-    level = seed_log.level
-    seed_log.setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return resolve_config("fit", ["--recipe", recipe, *overrides])
-    finally:
-        seed_log.setLevel(level)
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def write_config(run_dir: Path, cfg: dict[str, Any]) -> Path:

@@ -29,10 +29,10 @@ reading the data where they are known) and `sample_shape()`, and the network's `
 `activation_bytes()`, `example_input()` and `example_loss()` (`bigtrain.models.network.Network`).
 
 Modules: `facts` reads the model (meta-device build, counts, activation models), `memory` does the
-per-layout arithmetic and the recommendation, `command` is the `bigtrain plan` command line and its table.
+per-layout arithmetic and the recommendation, `inputs` reads what the planner is given; the `bigtrain plan`
+command line and its table are in `bigtrain.commands.plan`.
 """
 
-from bigtrain.plan.command import instantiate, main, parse_memory, recipe_args
 from bigtrain.plan.facts import (
     ModelFacts,
     family_of,
@@ -42,6 +42,7 @@ from bigtrain.plan.facts import (
     plannable_network,
     sample_shape,
 )
+from bigtrain.plan.inputs import instantiate, parse_memory, recipe_args
 from bigtrain.plan.memory import (
     GIB,
     HEADROOM,
@@ -72,7 +73,6 @@ __all__ = [
     "fill_data_sizes",
     "instantiate",
     "layouts",
-    "main",
     "meta_copy",
     "model_facts",
     "parse_memory",

@@ -13,9 +13,10 @@ import pytest
 import yaml
 
 from bigtrain import run_names
-from bigtrain.cluster import jobs, slurm, submit
 from bigtrain.cluster import layout as lay
+from bigtrain.cluster import slurm
 from bigtrain.cluster.environment import environment_plugins
+from bigtrain.commands import jobs, submit
 from bigtrain.errors import UserError
 
 FAKE_CONFIG = {
@@ -36,7 +37,7 @@ def fake_recipe(monkeypatch):
         seen.append([recipe, *overrides])
         return yaml.safe_load(yaml.safe_dump(FAKE_CONFIG))
 
-    monkeypatch.setattr(lay, "resolve_run_config", resolve)
+    monkeypatch.setattr(submit, "resolve_run_config", resolve)
     return seen
 
 
@@ -85,7 +86,7 @@ def test_cpu_cluster_runs_one_task_per_device_without_gpus(tmp_path, fake_recipe
 
 def test_recipe_asking_for_cpu_makes_a_cpu_job(tmp_path, monkeypatch, capsys):
     cpu_config = {**FAKE_CONFIG, "trainer": {**FAKE_CONFIG["trainer"], "accelerator": "cpu"}}
-    monkeypatch.setattr(lay, "resolve_run_config", lambda recipe, overrides: dict(cpu_config))
+    monkeypatch.setattr(submit, "resolve_run_config", lambda recipe, overrides: dict(cpu_config))
     monkeypatch.setattr(slurm, "cluster_has_gpus", lambda partition: True)
     argv = [*shlex.split("slurm --recipe r --nodes 1 --gpus-per-node 2 --run-dir"), str(tmp_path / "r")]
     assert submit.main([*argv, "--dry-run"]) == 0

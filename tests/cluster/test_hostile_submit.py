@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bigtrain.cluster import layout as lay
-from bigtrain.cluster import submit, torchrun
+from bigtrain.cluster import torchrun
+from bigtrain.commands import submit
 from bigtrain.errors import UserError
 from bigtrain.run_names import new_run_dir
 
@@ -48,7 +48,7 @@ def payloads(mark: Path) -> list[str]:
 def resolved(monkeypatch):
     """Resolve every recipe to CONFIG without parsing a real one: only submit's own code runs."""
     monkeypatch.setattr(
-        lay, "resolve_run_config", lambda recipe, overrides: yaml.safe_load(yaml.dump(CONFIG))
+        submit, "resolve_run_config", lambda recipe, overrides: yaml.safe_load(yaml.dump(CONFIG))
     )
 
 

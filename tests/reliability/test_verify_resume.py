@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bigtrain.errors import UserError
-from bigtrain.verify_resume import (
+from bigtrain.commands.verify_resume import (
     choose_stop,
     first_loss_difference,
     main,
@@ -14,6 +13,7 @@ from bigtrain.verify_resume import (
     resumed_where_stopped,
     weight_difference,
 )
+from bigtrain.errors import UserError
 
 # Tiny runs of each family's recipe. Between them: image augmentation, two loader workers, a change of
 # worker count across the resume, dropout (transformer, rnn), gradient accumulation (rnn), VAE sampling
@@ -128,6 +128,13 @@ def test_overrides_pass_through_and_resume_args_are_split():
     assert (opts.steps, opts.stop_at) == (6, None)
     assert opts.overrides == ["--data.batch_size", "8"]
     assert opts.resume_args == ["--data.num_workers", "2"]
+
+
+def test_an_own_option_takes_the_next_word_even_one_that_starts_with_a_dash():
+    opts = parse(["gan/glyphs", "--resume-args", "--data.seed=1", "--dir", "-runs"])
+    assert (opts.resume_args, opts.dir, opts.overrides) == (["--data.seed=1"], "-runs", [])
+    with pytest.raises(UserError, match="--steps must be >= 2, got -3"):
+        parse(["gan/glyphs", "--steps", "-3"])
 
 
 def test_a_busy_dir_is_refused(tmp_path):

@@ -9,6 +9,7 @@ their own recipe (and overrides) before a long job, with the strategy and device
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shlex
@@ -21,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import bigtrain
+from bigtrain.commands.args import OneLineParser
 from bigtrain.errors import UserError
 
 USAGE = """\
@@ -58,11 +61,42 @@ class Options:
     overrides: list[str] = field(default_factory=list)
 
 
-def _int(flag: str, value: str) -> int:
+def _whole(value: str) -> int:
     try:
         return int(value)
     except ValueError:
-        raise UserError(f"verify-resume {flag} needs a whole number, got '{value}'") from None
+        raise argparse.ArgumentTypeError(f"needs a whole number, got '{value}'") from None
+
+
+def parser() -> OneLineParser:
+    """verify-resume's own options; the options it does not know are `bigtrain fit` overrides."""
+    # USAGE is the help (main prints it): a later --help is a fit override, as any other unknown option.
+    p = OneLineParser(prog="bigtrain verify-resume", add_help=False)
+    p.add_argument("recipe")
+    p.add_argument("--steps", type=_whole, default=20)
+    p.add_argument("--stop-at", type=_whole)
+    p.add_argument("--dir")
+    p.add_argument("--resume-args", type=shlex.split, default=[])
+    return p
+
+
+def _attach_values(argv: list[str]) -> list[str]:
+    """`--opt VALUE` as `--opt=VALUE` for verify-resume's own options.
+
+    Their value is always the next word, even one that starts with '-' (`--resume-args --data.seed=1`),
+    which argparse would otherwise take for an option.
+    """
+    joined, i = [], 0
+    while i < len(argv):
+        if argv[i] in OWN:
+            if i + 1 >= len(argv):
+                raise UserError(f"verify-resume {argv[i]} needs a value")
+            joined.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            joined.append(argv[i])
+            i += 1
+    return joined
 
 
 def parse(argv: list[str]) -> Options:
@@ -71,28 +105,12 @@ def parse(argv: list[str]) -> Options:
         argv = argv[1:]
     if not argv or argv[0].startswith("-"):
         raise UserError("verify-resume needs a recipe first: bigtrain verify-resume RECIPE [options]")
-    opts, rest, i = Options(recipe=argv[0]), argv[1:], 0
-    while i < len(rest):
-        arg = rest[i]
-        name, eq, inline = arg.partition("=")
-        if name in OWN:
-            if not eq and i + 1 >= len(rest):
-                raise UserError(f"verify-resume {name} needs a value")
-            value = inline if eq else rest[i + 1]
-            i += 1 if eq else 2
-            if name == "--steps":
-                opts.steps = _int(name, value)
-            elif name == "--stop-at":
-                opts.stop_at = _int(name, value)
-            elif name == "--dir":
-                opts.dir = value
-            else:
-                opts.resume_args = shlex.split(value)
-            continue
+    args, overrides = parser().parse_known_args(_attach_values(argv))
+    for arg in overrides:
+        name = arg.partition("=")[0]
         if name in RESERVED:
             raise UserError(f"verify-resume sets {name} itself; use --steps / --stop-at instead")
-        opts.overrides.append(arg)
-        i += 1
+    opts = Options(args.recipe, args.steps, args.stop_at, args.dir, args.resume_args, overrides)
     if opts.steps < 2:
         raise UserError(f"verify-resume --steps must be >= 2, got {opts.steps}")
     if opts.stop_at is not None and not 1 <= opts.stop_at < opts.steps:
@@ -100,8 +118,12 @@ def parse(argv: list[str]) -> Options:
     return opts
 
 
-def recipe_args(recipe: str) -> list[str]:
-    """`--recipe NAME`, or `--config FILE` for a YAML file."""
+def checked_recipe_args(recipe: str) -> list[str]:
+    """`--recipe NAME` or `--config FILE`, checked now: an unknown name or a missing YAML file fails here.
+
+    Unlike `bigtrain.plan.recipe_args`, which lets `bigtrain fit` report either, this fails before the
+    first of the three runs starts.
+    """
     path = Path(recipe)
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
@@ -116,7 +138,7 @@ def recipe_args(recipe: str) -> list[str]:
 def fit(run_dir: Path, args: list[str], log: Path) -> float:
     """Run `bigtrain fit ARGS --run_dir RUN_DIR` in a new process; its seconds. A failure raises."""
     env = {k: v for k, v in os.environ.items() if k != "BIGTRAIN_RUN_DIR"}
-    package_root = str(Path(__file__).resolve().parents[1])
+    package_root = str(Path(bigtrain.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     command = [sys.executable, "-m", "bigtrain", "fit", *args, "--run_dir", str(run_dir)]
     start = time.monotonic()
@@ -230,7 +252,7 @@ def _validation_note(full: dict[str, Any], resumed: dict[str, Any]) -> str:
 
 def _runs(opts: Options, root: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """The uninterrupted, the stopped and the resumed run's records."""
-    base = [*recipe_args(opts.recipe), *opts.overrides, "--trainer.max_epochs", "-1"]
+    base = [*checked_recipe_args(opts.recipe), *opts.overrides, "--trainer.max_epochs", "-1"]
     base += ["--trainer.max_steps", str(opts.steps), "--trainer.enable_progress_bar", "false"]
     label = f"1/3 uninterrupted, {opts.steps} steps"
     full = _phase(label, root / "uninterrupted", base, root / "uninterrupted", root / "uninterrupted.log", [])

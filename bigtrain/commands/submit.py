@@ -7,11 +7,13 @@ line) and `<run>/config.yaml` by the same code, so the two can never disagree.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import shlex
 import shutil
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,30 @@ usage: bigtrain submit slurm --recipe NAME [overrides] --nodes N --gpus-per-node
 Overrides are `bigtrain fit` options such as --trainer.max_steps 100. `bigtrain submit slurm --help` and
 `bigtrain submit torchrun --help` list the options.
 """
+SEED_VARIABLES = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")
+
+
+def resolve_run_config(recipe: str, overrides: list[str]) -> dict[str, Any]:
+    """The recipe plus command-line overrides, resolved exactly as `bigtrain fit` would."""
+    from bigtrain.lightning_cli import resolve
+
+    # Parsing seeds the process (with a log line and PL_GLOBAL_SEED in the environment); neither belongs in
+    # submit's output or in the environment that sbatch and torchrun pass on to the job.
+    saved = {name: os.environ.get(name) for name in SEED_VARIABLES}
+    seed_log = logging.getLogger("lightning.fabric.utilities.seed")
+    level = seed_log.level
+    seed_log.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return resolve("fit", ["--recipe", recipe, *overrides])
+    finally:
+        seed_log.setLevel(level)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -94,7 +120,7 @@ def _resolve(
     args: argparse.Namespace, overrides: list[str], nodes: int, devices: int, gpus: Callable[[], bool | None]
 ) -> tuple[dict[str, Any], lay.Layout]:
     """Resolve the recipe, pick the accelerator, check the counts; returns (config, layout)."""
-    cfg = lay.resolve_run_config(args.recipe, overrides)
+    cfg = resolve_run_config(args.recipe, overrides)
     accelerator = args.accelerator
     if accelerator == "auto":
         found = gpus()

@@ -1,16 +1,15 @@
-"""The `bigtrain plan` command: read a recipe, estimate every layout, print a table or JSON."""
+"""`bigtrain plan RECIPE`: read a recipe, estimate every layout, print a table or JSON."""
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import json
-import re
 from dataclasses import asdict
 from typing import Any
 
+from bigtrain.commands.args import OneLineParser
 from bigtrain.errors import UserError
 from bigtrain.plan.facts import ModelFacts, fill_data_sizes, model_facts
+from bigtrain.plan.inputs import instantiate, parse_memory, recipe_args
 from bigtrain.plan.memory import (
     Estimate,
     Precision,
@@ -22,30 +21,6 @@ from bigtrain.plan.memory import (
     precision_of,
     size_text,
 )
-
-
-def parse_memory(text: str) -> int:
-    """'80GB', '80GiB', '80G', '512MB', '1.5T' or a byte count -> bytes (units are binary, as GPUs sell)."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b)?\s*", text.lower())
-    if not match:
-        raise UserError(f"--device-memory '{text}' is not a size such as 80GB, 40GiB or 24000MB")
-    value = float(match.group(1)) * 1024 ** " kmgt".index(match.group(2) or " ")
-    if value < 1:
-        raise UserError(f"--device-memory must be positive, got '{text}'")
-    return int(value)
-
-
-def instantiate(spec: dict) -> Any:
-    """The object a `{class_path, init_args}` config entry describes."""
-    module, _, name = spec["class_path"].rpartition(".")
-    return getattr(importlib.import_module(module), name)(**(spec.get("init_args") or {}))
-
-
-def recipe_args(recipe: str) -> list[str]:
-    """`--config FILE` for an existing YAML file (a run's config.yaml), else `--recipe NAME`."""
-    from pathlib import Path
-
-    return ["--config", recipe] if Path(recipe).is_file() else ["--recipe", recipe]
 
 
 def _devices(value: Any) -> int:
@@ -60,7 +35,7 @@ def _devices(value: Any) -> int:
 
 def main(argv: list[str]) -> int:
     """`bigtrain plan RECIPE [overrides] [--nodes N --devices-per-node G --device-memory 80GB] [--json]`."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="bigtrain plan",
         allow_abbrev=False,
         description="Estimated memory per device under each strategy, and the recommended one. Any other "
@@ -73,9 +48,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true", help="print the estimates as JSON")
     args, overrides = parser.parse_known_args(argv)
     memory = parse_memory(args.device_memory) if args.device_memory else default_device_memory()
-    from bigtrain.cli import resolve_config
+    from bigtrain.lightning_cli import resolve
 
-    config = resolve_config("fit", [*recipe_args(args.recipe), *overrides])
+    config = resolve("fit", [*recipe_args(args.recipe), *overrides])
     trainer = config["trainer"]
     nodes = args.nodes or int(trainer.get("num_nodes") or 1)
     devices = args.devices_per_node or _devices(trainer.get("devices"))
