@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from bigtrain.checkpoints.export import export
+from bigtrain.checkpoints.load import load_checkpoint
 from bigtrain.cli import main as bigtrain_main
-from bigtrain.consolidate import export, load_checkpoint
 
 EPOCH = 4
 """Steps per epoch: 32 windows per epoch, 8 per global batch."""
@@ -87,7 +88,8 @@ def test_sharded_checkpoint_is_a_folder_of_shards(runs):
 def test_auto_skips_a_sharded_checkpoint_missing_a_shard(runs, tmp_path):
     """U keeps its two newest sharded checkpoints (steps 8 and 9); without one of step 9's shards, `auto`
     takes step 8's."""
-    from bigtrain.checkpoint import find_resume_checkpoint, manifest_path
+    from bigtrain.checkpoints.discover import find_resume_checkpoint
+    from bigtrain.checkpoints.manifest import manifest_path
 
     shutil.copytree(runs / "U" / "checkpoints", tmp_path / "checkpoints", symlinks=True)
     folder = tmp_path / "checkpoints"
@@ -205,7 +207,7 @@ def test_shared_and_strided_tensors_are_written_as_standalone_copies(tmp_path):
     """Tied weights (one storage, two keys) and views: safetensors refuses them unless each owns memory."""
     from safetensors.torch import load_file, save_file
 
-    from bigtrain.consolidate import standalone
+    from bigtrain.checkpoints.export import standalone
 
     embedding = torch.randn(10, 4)
     tied = {"wte.weight": embedding, "head.weight": embedding, "half": embedding[:5], "cols": embedding[:, 1]}
