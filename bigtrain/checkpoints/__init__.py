@@ -1,1 +1,6 @@
-"""Everything about checkpoint files: manifest, atomic save, discovery for `auto`, safe loading, export."""
+"""Everything about checkpoint files, and the only code that opens one.
+
+manifest (what a complete checkpoint is), discover (which one `--ckpt_path auto` resumes), save (atomic
+saves with their manifest), load (the one safe loader and `.metadata` unpickler), sharded (DCP folders,
+read only through it), export (one consolidated file).
+"""

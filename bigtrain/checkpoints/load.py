@@ -28,7 +28,7 @@ META_FILE = "meta.pt"
 # Everything a torch.distributed.checkpoint `.metadata` pickle may name: DCP's metadata dataclasses, its
 # storage-info record and a few torch and pathlib types. Exact names only: an allowed module is no licence for
 # its other attributes (`filesystem.os.system` would otherwise resolve). Sets, slices and pure paths are not
-# here: no checkpoint bigtrain's fsdp strategy writes names them (tests/reliability/test_hostile_checkpoints.py).
+# here: no checkpoint bigtrain's fsdp strategy writes names them (test_hostile_checkpoints.py shows it).
 _DCP_METADATA = "torch.distributed.checkpoint.metadata"
 _ALLOWED = {
     ("torch", "Size"),

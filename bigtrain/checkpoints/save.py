@@ -13,7 +13,7 @@ import errno
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bigtrain.checkpoints.discover import newest_checkpoint
 from bigtrain.checkpoints.manifest import (
@@ -24,6 +24,9 @@ from bigtrain.checkpoints.manifest import (
     write_manifest,
 )
 from bigtrain.errors import UserError
+
+if TYPE_CHECKING:
+    from lightning.pytorch import Trainer
 
 SPACE_MARGIN = 1.05
 """A save needs the size of the newest checkpoint in the folder, times this, free on its disk."""
@@ -95,7 +98,7 @@ def _failed(final: Path, why: str) -> UserError:
     return UserError(f"cannot save checkpoint {final}: {why}; {kept}")
 
 
-def save_atomically(trainer: Any, final: Path, *, weights_only: bool = False) -> Path:
+def save_atomically(trainer: Trainer, final: Path, *, weights_only: bool = False) -> Path:
     """Save the trainer's checkpoint to `final` atomically, with its manifest (every rank calls this)."""
     final = Path(final)
     partial = final.with_name(f".{final.name}.tmp")
