@@ -58,7 +58,7 @@ class BigtrainCLI(LightningCLI):
             )
         path = cfg.get("ckpt_path")
         if path and path not in _CKPT_PATH_WORDS:
-            from bigtrain.safe_load import check_checkpoint
+            from bigtrain.checkpoints.load import check_checkpoint
 
             check_checkpoint(path)
         # Lightning would now re-parse the checkpoint's hyper-parameters as the model's config; bigtrain's
@@ -102,11 +102,11 @@ class BigtrainCLI(LightningCLI):
     def before_fit(self) -> None:  # noqa: D102
         cfg = self.config_init["fit"]
         if cfg.get("ckpt_path") == "auto":
-            from bigtrain.checkpoint import find_resume_checkpoint
+            from bigtrain.checkpoints.discover import find_resume_checkpoint
 
             found = find_resume_checkpoint(self.run_dir)
             if found is not None:
-                from bigtrain.safe_load import check_checkpoint
+                from bigtrain.checkpoints.load import check_checkpoint
 
                 check_checkpoint(found)  # plain tensors only, as for an explicit --ckpt_path
             if found is None and self.trainer.is_global_zero:
@@ -213,7 +213,7 @@ def _lightning_user_error(err: BaseException) -> UserError | None:
     to unpickle. An error raised in bigtrain's own code stays a traceback: that is a bug."""
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-    from bigtrain.safe_load import is_refusal, unsafe_error
+    from bigtrain.checkpoints.load import is_refusal, unsafe_error
 
     if is_refusal(err):
         return unsafe_error(None, err)

@@ -1,22 +1,14 @@
-"""Atomic checkpoints with manifests, and the policy of which ones a run keeps.
-
-Every checkpoint bigtrain writes (ModelCheckpoint's, a preemption's, the non-finite guard's) goes through
-`save_atomically`: the strategy writes it under a hidden temporary name (a file, or a folder of shards),
-global rank 0 writes its manifest (step, sizes, SHA-256; see `bigtrain.checkpoint`) and renames it into
-place. A save that is interrupted, or fails because the disk is full or read-only, leaves the earlier
-checkpoints as they were; the failure is one line naming the folder and the checkpoint still there.
+"""The policy of which checkpoints a run keeps, as Lightning callbacks.
 
 `Checkpoints` is the run's ModelCheckpoint: it keeps the newest `keep_last` checkpoints (every epoch, or
 every `every_n_steps`), and `last.ckpt` links to the newest. With `best`, a second one keeps the best
 checkpoint by the model's validation metric (`best-step=N.ckpt`). `CheckpointPolicy` is the `checkpoint:`
-section of a recipe that sets them up.
+section of a recipe that sets them up. Every save is atomic and has its manifest
+(`bigtrain.checkpoints.save`).
 """
 
 from __future__ import annotations
 
-import errno
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,29 +16,9 @@ from typing import Any, Literal
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from bigtrain.checkpoint import (
-    CHECKPOINT_DIR,
-    MANIFEST_SUFFIX,
-    build_manifest,
-    manifest_path,
-    newest_checkpoint,
-    read_manifest,
-    write_json_atomically,
-)
+from bigtrain.checkpoints.manifest import CHECKPOINT_DIR
+from bigtrain.checkpoints.save import remove_checkpoint, save_atomically
 from bigtrain.errors import UserError
-
-SPACE_MARGIN = 1.05
-"""A save needs the size of the newest checkpoint in the folder, times this, free on its disk."""
-
-
-def remove_checkpoint(path: str | Path) -> None:
-    """Delete a checkpoint (file or folder) and its manifest; the manifest goes first."""
-    path = Path(path)
-    manifest_path(path).unlink(missing_ok=True)
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
 
 
 def checkpoint_folder(trainer: Trainer) -> Path:
@@ -55,91 +27,6 @@ def checkpoint_folder(trainer: Trainer) -> Path:
     if callback is not None and getattr(callback, "dirpath", None):
         return Path(callback.dirpath)
     return Path(trainer.default_root_dir) / CHECKPOINT_DIR
-
-
-def _newest_size(folder: Path) -> int:
-    """Bytes of the newest checkpoint with a manifest in `folder` (0 when there is none)."""
-    sizes = []
-    for manifest in folder.glob(f"*.ckpt{MANIFEST_SUFFIX}"):
-        data = read_manifest(manifest.with_name(manifest.name.removesuffix(MANIFEST_SUFFIX))) or {}
-        sizes.append((data.get("step", -1), sum(f.get("bytes", 0) for f in data.get("files", {}).values())))
-    return max(sizes)[1] if sizes else 0
-
-
-def _prepare(folder: Path, partial: Path) -> str | None:
-    """On rank 0 before a save: why the folder cannot take one more checkpoint, or None when it can."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        remove_checkpoint(partial)  # left by a save that was killed
-        probe = folder / ".bigtrain-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        return f"{folder} is not writable ({err.strerror})"
-    needed, free = _newest_size(folder) * SPACE_MARGIN, shutil.disk_usage(folder).free
-    if needed > free:
-        return (
-            f"not enough space in {folder} ({free / 2**20:.1f} MiB free, the last checkpoint took "
-            f"{needed / SPACE_MARGIN / 2**20:.1f} MiB)"
-        )
-    return None
-
-
-def _os_error(err: BaseException) -> OSError | None:
-    """The OSError behind a failed save (Lightning and DCP wrap it), if any."""
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [err]
-    while stack:
-        current = stack.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.errno is not None:
-            return current
-        failures = getattr(current, "failures", None)  # DCP's CheckpointException: {rank: wrapped error}
-        if isinstance(failures, dict):
-            stack += [getattr(f, "exc", f) for f in failures.values() if isinstance(f, BaseException)]
-        stack += [current.__cause__, current.__context__]
-    return None
-
-
-def _failed(final: Path, why: str) -> UserError:
-    previous = newest_checkpoint(final.parent, warn=lambda _: None, checksums=False)
-    kept = (
-        f"the previous checkpoint {previous.name} is intact"
-        if previous
-        else "no earlier checkpoint was touched"
-    )
-    return UserError(f"cannot save checkpoint {final}: {why}; {kept}")
-
-
-def save_atomically(trainer: Trainer, final: Path, *, weights_only: bool = False) -> Path:
-    """Save the trainer's checkpoint to `final` atomically, with its manifest (every rank calls this)."""
-    final = Path(final)
-    partial = final.with_name(f".{final.name}.tmp")
-    problem = _prepare(final.parent, partial) if trainer.is_global_zero else None
-    problem = trainer.strategy.broadcast(problem, src=0)
-    if problem:
-        raise _failed(final, problem)
-    try:
-        trainer.save_checkpoint(partial, weights_only=weights_only)  # collective for sharded strategies
-        if trainer.is_global_zero:
-            manifest = build_manifest(partial, step=trainer.global_step, epoch=trainer.current_epoch)
-            remove_checkpoint(final)  # its manifest first: a crash from here leaves it unverified, not wrong
-            os.replace(partial, final)
-            write_json_atomically(manifest_path(final), manifest)
-    except Exception as err:
-        cause = _os_error(err)
-        if cause is None:
-            raise
-        if trainer.is_global_zero:
-            remove_checkpoint(partial)
-        why = os.strerror(cause.errno) if cause.errno else str(cause)
-        if cause.errno in (errno.ENOSPC, errno.EDQUOT):
-            why = f"{final.parent} is full ({why})"
-        raise _failed(final, why) from err
-    trainer.strategy.barrier("bigtrain-checkpoint-saved")
-    return final
 
 
 class Checkpoints(ModelCheckpoint):

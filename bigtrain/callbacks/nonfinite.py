@@ -33,7 +33,8 @@ from typing import Any, Literal
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from bigtrain.callbacks.checkpoints import checkpoint_folder, save_atomically
+from bigtrain.callbacks.checkpoints import checkpoint_folder
+from bigtrain.checkpoints.save import save_atomically
 from bigtrain.errors import UserError
 
 Mode = Literal["skip", "stop", "off"]

@@ -22,7 +22,8 @@ import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from bigtrain.callbacks.checkpoints import checkpoint_folder, remove_checkpoint, save_atomically
+from bigtrain.callbacks.checkpoints import checkpoint_folder
+from bigtrain.checkpoints.save import remove_checkpoint, save_atomically
 
 # EX_TEMPFAIL: "temporary failure, the user is invited to retry" -- the run is saved, not finished.
 EXIT_NOT_REQUEUED = 75

@@ -97,7 +97,7 @@ class StopAtStep(Callback):
     ) -> None:
         if trainer.global_step < self.step:
             return
-        from bigtrain.callbacks.checkpoints import save_atomically
+        from bigtrain.checkpoints.save import save_atomically
 
         path = self.path or str(
             Path(trainer.default_root_dir) / "checkpoints" / f"stop-step={trainer.global_step}.ckpt"

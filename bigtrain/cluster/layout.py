@@ -105,8 +105,6 @@ def apply_layout(cfg: dict[str, Any], layout: Layout, run_dir: Path) -> dict[str
     return cfg
 
 
-
-
 def write_config(run_dir: Path, cfg: dict[str, Any]) -> Path:
     """Write `<run_dir>/config.yaml`; returns its path."""
     path = run_dir / "config.yaml"

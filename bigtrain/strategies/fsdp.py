@@ -172,6 +172,23 @@ class FSDP(ModelParallelStrategy):
             return OffloadPolicy()
         return CPUOffloadPolicy(pin_memory=self.root_device.type != "cpu")
 
+    def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> dict[str, Any]:
+        """Resume from a sharded checkpoint through bigtrain's safe reader: DCP's own would unpickle its
+        `.metadata` and non-tensor entries as they are now, whatever was vetted before."""
+        from pathlib import Path
+
+        from torch.distributed.tensor import DTensor
+
+        from bigtrain.checkpoints.load import META_FILE
+        from bigtrain.checkpoints.sharded import load_sharded_into
+
+        path = Path(self.broadcast(checkpoint_path))
+        sharded = path.is_dir() and (path / META_FILE).is_file()  # Lightning's test for a sharded folder
+        if not sharded or not any(isinstance(p, DTensor) for p in self.model.parameters()):
+            return super().load_checkpoint(path, weights_only)  # a file; or Lightning's own refusal
+        strict = self.lightning_module.strict_loading
+        return load_sharded_into(path, self.model, self.optimizers, strict=strict)
+
     def __repr__(self) -> str:
         dp, tp, mp = self.data_parallel_size, self.tensor_parallel_size, self.mixed_precision
         return f"FSDP(data_parallel_size={dp}, tensor_parallel_size={tp}, mixed_precision={mp})"

@@ -13,7 +13,8 @@ from lightning.pytorch import Trainer
 from steplog import SendSignal, StepLog, Tiny, read_steps
 
 from bigtrain.callbacks.preemption import EXIT_NOT_REQUEUED, Preemption
-from bigtrain.checkpoint import find_resume_checkpoint, verify
+from bigtrain.checkpoints.discover import find_resume_checkpoint
+from bigtrain.checkpoints.manifest import verify_manifest
 
 HERE = Path(__file__).resolve().parent
 MAX_STEPS = 12
@@ -118,4 +119,4 @@ def test_ranks_agree_on_the_stop_step(tmp_path):
     assert steps[0] == steps[1] and steps[0][-1] == 4, steps
     saved = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert saved == ["preempt-step=4.ckpt", "preempt-step=4.ckpt.manifest.json"]
-    assert verify(tmp_path / "checkpoints" / "preempt-step=4.ckpt") is None
+    assert verify_manifest(tmp_path / "checkpoints" / "preempt-step=4.ckpt") is None

@@ -8,14 +8,16 @@ match U's steps 5 to 9 within 1e-5 (relative).
 
 from __future__ import annotations
 
+import pickle
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
+from bigtrain.checkpoints.export import export
+from bigtrain.checkpoints.load import load_checkpoint
 from bigtrain.cli import main as bigtrain_main
-from bigtrain.consolidate import export, load_checkpoint
 
 EPOCH = 4
 """Steps per epoch: 32 windows per epoch, 8 per global batch."""
@@ -87,7 +89,8 @@ def test_sharded_checkpoint_is_a_folder_of_shards(runs):
 def test_auto_skips_a_sharded_checkpoint_missing_a_shard(runs, tmp_path):
     """U keeps its two newest sharded checkpoints (steps 8 and 9); without one of step 9's shards, `auto`
     takes step 8's."""
-    from bigtrain.checkpoint import find_resume_checkpoint, manifest_path
+    from bigtrain.checkpoints.discover import find_resume_checkpoint
+    from bigtrain.checkpoints.manifest import manifest_path
 
     shutil.copytree(runs / "U" / "checkpoints", tmp_path / "checkpoints", symlinks=True)
     folder = tmp_path / "checkpoints"
@@ -193,19 +196,44 @@ def test_export_errors_are_one_line(runs, tmp_path, capsys):
     assert "neither a sharded checkpoint" in err
     broken = tmp_path / "broken.ckpt"
     shutil.copytree(_sharded(runs / "S"), broken)
-    # Pickles that would hand os.system to the loader: by name, and through an allowed module's attribute.
-    dotted = b"\x8c%torch.distributed.checkpoint.metadata\x94\x8c\tos.system\x94\x93\x94."
-    for payload in (b"\x80\x04cos\nsystem\n.", b"\x80\x04" + dotted):
-        (broken / ".metadata").write_bytes(payload)
+    # Pickles that call os.system (which would write a marker file) by name, and through an allowed module's
+    # attribute; the control shows each one runs under plain pickle.
+    for name, payload in [("os.system", _os_system), ("metadata.os.system", _dotted_os_system)]:
+        control = tmp_path / f"control-{name}"
+        pickle.loads(payload(control))
+        assert control.is_file(), name
+        marker = tmp_path / f"marker-{name}"
+        (broken / ".metadata").write_bytes(payload(marker))
         err = _error_line(capsys, ["checkpoint", "export", str(broken), str(tmp_path / "x.pt")])
-        assert "refusing to load" in err and "os.system" in err
+        assert err.startswith(
+            f"bigtrain: error: checkpoint {broken} needs arbitrary code to load (GLOBAL "
+        ), err
+        assert "os.system" in err and not marker.exists()
+
+
+def _os_system(marker: Path) -> bytes:
+    """A pickle that calls os.system("touch MARKER"), naming it with protocol 0's GLOBAL opcode."""
+    return f"cos\nsystem\n(Vtouch '{marker}'\ntR.".encode()
+
+
+def _dotted_os_system(marker: Path) -> bytes:
+    """The same call, reaching os.system as an attribute of DCP's metadata module (protocol 4)."""
+    module, name, command = (
+        b"torch.distributed.checkpoint.metadata",
+        b"os.system",
+        f"touch '{marker}'".encode(),
+    )
+    return (
+        b"\x80\x04\x8c" + bytes([len(module)]) + module + b"\x8c" + bytes([len(name)]) + name + b"\x93"
+        b"\x8c" + bytes([len(command)]) + command + b"\x85R."
+    )
 
 
 def test_shared_and_strided_tensors_are_written_as_standalone_copies(tmp_path):
     """Tied weights (one storage, two keys) and views: safetensors refuses them unless each owns memory."""
     from safetensors.torch import load_file, save_file
 
-    from bigtrain.consolidate import standalone
+    from bigtrain.checkpoints.export import standalone
 
     embedding = torch.randn(10, 4)
     tied = {"wte.weight": embedding, "head.weight": embedding, "half": embedding[:5], "cols": embedding[:, 1]}

@@ -10,13 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bigtrain.checkpoint import (
-    build_manifest,
-    find_resume_checkpoint,
-    manifest_path,
-    verify,
-    write_json_atomically,
-)
+from bigtrain.checkpoints.discover import find_resume_checkpoint
+from bigtrain.checkpoints.manifest import build_manifest, manifest_path, verify_manifest, write_manifest
 from tests.conftest import run_bigtrain
 
 
@@ -26,7 +21,7 @@ def _checkpoint(folder: Path, name: str, step: int, data: bytes = b"weights" * 1
     path = folder / name
     path.write_bytes(data)
     os.utime(path, ns=(step * 10**9, step * 10**9))
-    write_json_atomically(manifest_path(path), build_manifest(path, step=step, epoch=0))
+    write_manifest(path, build_manifest(path, step=step, epoch=0))
     return path
 
 
@@ -37,7 +32,7 @@ def _sharded(folder: Path, name: str, step: int) -> Path:
         (path / f"__{rank}_0.distcp").write_bytes(bytes([rank]) * 1000)
     (path / ".metadata").write_bytes(b"metadata")
     os.utime(path, ns=(step * 10**9, step * 10**9))
-    write_json_atomically(manifest_path(path), build_manifest(path, step=step, epoch=0))
+    write_manifest(path, build_manifest(path, step=step, epoch=0))
     return path
 
 
@@ -93,7 +88,7 @@ def test_a_broken_newest_checkpoint_is_skipped_with_a_warning(tmp_path, damage):
     else:
         shard.unlink()
         expected = "file __1_0.distcp is missing"
-    assert verify(newest) == expected
+    assert verify_manifest(newest) == expected
     assert _find(tmp_path) == (previous, [f"skipping checkpoint {newest}: {expected}"])
 
 

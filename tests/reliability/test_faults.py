@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bigtrain.checkpoint import find_resume_checkpoint, manifest_path
+from bigtrain.checkpoints.discover import find_resume_checkpoint
+from bigtrain.checkpoints.manifest import manifest_path
 
 HERE = Path(__file__).resolve().parent
 RECORDER = HERE.parent / "distributed"

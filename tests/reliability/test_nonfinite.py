@@ -12,8 +12,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from bigtrain.callbacks.nonfinite import NonFiniteError, NonFiniteGuard, first_nonfinite, persistent_buffers
+from bigtrain.checkpoints.load import load_checkpoint
 from bigtrain.errors import UserError
-from bigtrain.safe_load import load_checkpoint
 
 HELPERS = Path(__file__).resolve().parent  # nonfinite_helpers.py, importable by the subprocesses
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.limit_val_batches", "1"]

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from bigtrain.checkpoints.load import check_checkpoint, load_checkpoint
+from bigtrain.checkpoints.sharded import check_sharded
 from bigtrain.errors import UserError
-from bigtrain.safe_load import check_checkpoint, check_sharded, load_checkpoint
 
 
 class Payload:

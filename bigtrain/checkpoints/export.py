@@ -1,11 +1,9 @@
-"""`bigtrain checkpoint export`: one consolidated file from a run, a Lightning checkpoint or a sharded one.
+"""Export: one consolidated file from a run, a Lightning checkpoint or a sharded one.
 
-A sharded checkpoint is the folder ModelParallelStrategy (bigtrain's fsdp) writes: DCP
-(torch.distributed.checkpoint) shards `*.distcp`, DCP's `.metadata`, and Lightning's `meta.pt` (loops,
-hyper-parameters, schedulers). It is read in one process, the way
-`torch.distributed.checkpoint.format_utils.dcp_to_torch_save` does, but without unpickling arbitrary objects:
-DCP's metadata goes through an unpickler that builds only DCP's own metadata classes, and every other object
-through `torch.load(..., weights_only=True)`.
+A sharded checkpoint is read in one process, the way `torch.distributed.checkpoint.format_utils.
+dcp_to_torch_save` does, but through the one safe loader (`bigtrain.checkpoints.load`): DCP's metadata goes
+through the unpickler that builds only DCP's own metadata classes, and every other object through
+`torch.load(..., weights_only=True)`. The command line is `bigtrain.commands.checkpoint`.
 
 Outputs:
   weights (default)   the network's tensors, keys as in the unsharded `module.net.state_dict()` (or the
@@ -20,53 +18,17 @@ Outputs:
 
 from __future__ import annotations
 
-import argparse
-import io
-import os
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bigtrain.checkpoints.discover import find_resume_checkpoint
+from bigtrain.checkpoints.load import load_checkpoint
+from bigtrain.checkpoints.sharded import is_sharded
 from bigtrain.errors import UserError
+from bigtrain.files import atomic_path
 
 NET_PREFIX = "net."
-META_FILE = "meta.pt"
-"""Lightning's file of everything but weights and optimizer states, inside a sharded checkpoint."""
-SAFE_METADATA_CLASSES = {
-    "torch.distributed.checkpoint.metadata": None,  # None: any name in the module (DCP's dataclasses)
-    "torch.distributed.checkpoint.filesystem": {"_StorageInfo"},
-    "torch.serialization": {"_get_layout"},
-    "torch": {"Size"},
-    "pathlib": {"PosixPath", "WindowsPath", "PurePosixPath", "PureWindowsPath"},
-    "collections": {"OrderedDict"},
-    "builtins": {"set", "frozenset", "slice"},
-}
-"""What DCP's pickled `.metadata` may name; dtypes (torch.float32, ...) are allowed too."""
-
-
-class _MetadataUnpickler(pickle.Unpickler):
-    """An unpickler that builds DCP's metadata classes and nothing else."""
-
-    def find_class(self, module: str, name: str) -> Any:  # noqa: D102
-        import importlib
-
-        import torch
-
-        allowed = SAFE_METADATA_CLASSES.get(module, set())
-        # A dotted name would reach through the module (`metadata.os.system`): never allowed.
-        if "." not in name and (allowed is None or name in allowed):
-            found = getattr(importlib.import_module(module), name, None)
-            if allowed is not None or (isinstance(found, type) and found.__module__ == module):
-                return found
-        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
-            return getattr(torch, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a checkpoint's metadata")
-
-
-def is_sharded(path: Path) -> bool:
-    """Whether `path` is a distributed checkpoint folder (DCP writes `.metadata` last)."""
-    return path.is_dir() and (path / ".metadata").is_file()
 
 
 def find_source(path: str | Path) -> Path:
@@ -76,8 +38,6 @@ def find_source(path: str | Path) -> Path:
         raise UserError(f"{path} does not exist; give a run directory, a .ckpt file or a sharded checkpoint")
     if path.is_file() or is_sharded(path):
         return path
-    from bigtrain.checkpoint import find_resume_checkpoint
-
     found = find_resume_checkpoint(path)
     if found is None:
         raise UserError(
@@ -87,72 +47,16 @@ def find_source(path: str | Path) -> Path:
     return found
 
 
-def read_sharded(folder: Path) -> dict[str, Any]:
-    """A sharded checkpoint folder as one plain dict of full tensors (in this process's memory)."""
-    import torch
-    from torch.distributed.checkpoint import FileSystemReader
-    from torch.distributed.checkpoint._traverse import set_element
-    from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
-    from torch.distributed.checkpoint.metadata import StorageMeta
-    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
-
-    class Reader(FileSystemReader):
-        def read_metadata(self, *args: Any, **kwargs: Any) -> Any:
-            with self.fs.create_stream(self._get_metadata_path(kwargs.get("rank")), "rb") as file:
-                metadata = _MetadataUnpickler(file).load()
-            if getattr(metadata, "storage_meta", None) is None:
-                metadata.storage_meta = StorageMeta()
-            metadata.storage_meta.load_id = self.load_id
-            return metadata
-
-    class Planner(_EmptyStateDictLoadPlanner):
-        def load_bytes(self, read_item: Any, value: io.BytesIO) -> None:
-            # Non-tensor entries (learning rates, betas, parameter names) are torch.save'd plain data.
-            obj = torch.load(value, weights_only=True)
-            if self.flatten_state_dict:
-                set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], obj)
-            else:
-                self.state_dict[read_item.dest_index.fqn] = obj
-
-    reader = Reader(folder)
-    try:
-        reader.read_metadata()  # first on its own: DCP would bury a refusal in a CheckpointException
-    except pickle.UnpicklingError as err:
-        raise UserError(f"{folder}: {err}") from err
-    state: dict[str, Any] = {}
-    _load_state_dict(state, storage_reader=reader, planner=Planner(), no_dist=True)
-    return state
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A Lightning checkpoint (file or sharded folder) as plain data: state_dict, optimizer_states, ..."""
+def lightning_checkpoint(path: Path) -> dict[str, Any]:
+    """A Lightning checkpoint (file or sharded folder) as plain data, with a state_dict of tensors."""
     import torch
 
-    if is_sharded(path):
-        state = read_sharded(path)
-        meta = _torch_load(path / META_FILE) if (path / META_FILE).is_file() else {}
-        optims = sorted((k for k in state if k.startswith("optimizer_")), key=lambda k: int(k.split("_")[1]))
-        checkpoint = {**meta, "state_dict": state.get("state_dict", {})}
-        checkpoint["optimizer_states"] = [state[k] for k in optims]
-    else:
-        checkpoint = _torch_load(path)
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), Mapping):
+    checkpoint = load_checkpoint(path)
+    if not isinstance(checkpoint.get("state_dict"), Mapping):
         raise UserError(f"{path} is not a Lightning checkpoint: it has no 'state_dict'")
     if not all(isinstance(v, torch.Tensor) for v in checkpoint["state_dict"].values()):
         raise UserError(f"{path}: the state_dict holds values that are not tensors")
     return checkpoint
-
-
-def _torch_load(path: Path) -> Any:
-    import torch
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"{path} holds objects other than tensors and plain data ({first})") from err
-    except (RuntimeError, EOFError, ValueError) as err:
-        raise UserError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__})") from err
 
 
 def network_weights(state_dict: Mapping[str, Any], keep_module_keys: bool = False) -> dict[str, Any]:
@@ -209,10 +113,10 @@ def first_difference(expected: Mapping[str, Any], found: Mapping[str, Any]) -> s
 
 def meta_module(config: str) -> Any:
     """The LightningModule a config YAML or recipe describes, its network built on the meta device."""
-    from bigtrain.lightning_cli import resolve as resolve_config
+    from bigtrain.lightning_cli import resolve
     from bigtrain.plan import fill_data_sizes, instantiate, meta_copy, recipe_args
 
-    resolved = resolve_config("fit", recipe_args(config))
+    resolved = resolve("fit", recipe_args(config))
     model, data = instantiate(resolved["model"]), instantiate(resolved["data"])
     fill_data_sizes(data)
     return meta_copy(model, data)
@@ -275,15 +179,13 @@ def _save(obj: Any, out: Path, safetensors: bool) -> None:
     """Write atomically: a partial file never carries the final name."""
     import torch
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    if safetensors:
-        from safetensors.torch import save_file
+    with atomic_path(out) as tmp:
+        if safetensors:
+            from safetensors.torch import save_file
 
-        save_file(obj, str(tmp), metadata={"format": "pt"})
-    else:
-        torch.save(obj, tmp)
-    os.replace(tmp, out)
+            save_file(obj, str(tmp), metadata={"format": "pt"})
+        else:
+            torch.save(obj, tmp)
 
 
 def export(
@@ -300,7 +202,7 @@ def export(
     safetensors = out.suffix == ".safetensors"
     if full and safetensors:
         raise UserError("--full writes a Lightning checkpoint; name it .ckpt, not .safetensors")
-    checkpoint = load_checkpoint(src)
+    checkpoint = lightning_checkpoint(src)
     reference = _run_config(src, config)
     if strict:
         if reference is None:
@@ -319,31 +221,3 @@ def export(
     what = "Lightning checkpoint" if full else f"{len(weights)} tensors"
     print(f"exported {kind} {src} ({count:,} values) -> {out} ({what})")
     return out
-
-
-def main(argv: list[str]) -> int:
-    """`bigtrain checkpoint export RUN_OR_CKPT OUT [--full] [--module] [--strict [--config FILE]]`."""
-    parser = argparse.ArgumentParser(prog="bigtrain checkpoint", description="Checkpoint utilities.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    exp = sub.add_parser("export", help="one consolidated file from a run or a (sharded) checkpoint")
-    exp.add_argument(
-        "source", help="a run directory (its newest checkpoint), a .ckpt file or a sharded folder"
-    )
-    exp.add_argument(
-        "out", help="output: NAME.safetensors, NAME.pt (torch.save of tensors), or with --full .ckpt"
-    )
-    exp.add_argument(
-        "--full",
-        action="store_true",
-        help="a consolidated Lightning checkpoint (weights, optimizer, loops): resumes under any strategy",
-    )
-    exp.add_argument("--module", action="store_true", help="keep the LightningModule's keys ('net.' prefix)")
-    exp.add_argument(
-        "--strict", action="store_true", help="fail (exit 2) unless the keys and shapes match the run's model"
-    )
-    exp.add_argument("--config", help="config YAML or recipe of the model for --strict (default: the run's)")
-    args = parser.parse_args(argv)
-    export(
-        args.source, args.out, full=args.full, module_keys=args.module, strict=args.strict, config=args.config
-    )
-    return 0

@@ -1,10 +1,6 @@
-"""Safe loading: checkpoints are read without ever unpickling arbitrary objects (DESIGN.md convention 7).
-
-A PyTorch checkpoint is a pickle, and a pickle can name any function to call while it loads (`os.system`
-included). Every checkpoint bigtrain reads goes through `torch.load(weights_only=True)`, whose unpickler only
-rebuilds tensors and plain containers, or through `check_sharded`, which vets a distributed checkpoint's
-pickled `.metadata` (torch.distributed.checkpoint reads it with plain `pickle.load`) against the handful of
-classes it may hold before Lightning opens the folder. Whatever cannot be read ends as one UserError line.
+"""The one unpickler: torch.load with weights_only=True for checkpoint files, and DCP `.metadata` through
+one allow-list (`MetadataUnpickler`). Every read of a checkpoint in bigtrain ends here; whatever cannot be
+read safely ends as one UserError line. `bigtrain.checkpoints.load` and `.sharded` build on it.
 """
 
 from __future__ import annotations
@@ -14,15 +10,20 @@ import pickle
 import re
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from bigtrain.errors import UserError
 
 REFUSED = "re-save it with plain tensors"
+METADATA_FILE = ".metadata"
+"""DCP's pickled index of a sharded checkpoint; written last, so a folder without it is incomplete."""
+META_FILE = "meta.pt"
+"""Lightning's file of everything but weights and optimizer states, inside a sharded checkpoint."""
 
 # Everything a torch.distributed.checkpoint `.metadata` pickle may name: DCP's metadata dataclasses, its
 # storage-info record and a few torch and pathlib types. Exact names only: an allowed module is no licence for
-# its other attributes (`filesystem.os.system` would otherwise resolve).
+# its other attributes (`filesystem.os.system` would otherwise resolve). Sets, slices and pure paths are not
+# here: no checkpoint bigtrain's fsdp strategy writes names them (test_hostile_checkpoints.py shows it).
 _DCP_METADATA = "torch.distributed.checkpoint.metadata"
 _ALLOWED = {
     ("torch", "Size"),
@@ -34,58 +35,47 @@ _ALLOWED = {
 }
 
 
-def load_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
-    """The checkpoint at `path` as a dict of tensors and plain values (on the CPU); UserError if unsafe or
-    unreadable. `mmap=True` maps the tensors instead of reading them (cheap when only checking a file)."""
-    import torch
-
+def load_file(path: str | Path, *, mmap: bool = False, map_location: str | None = "cpu") -> dict[str, Any]:
+    """The checkpoint file at `path` as a dict of tensors and plain values; UserError if unsafe or unreadable.
+    `mmap=True` maps the tensors instead of reading them (cheap when only checking it)."""
     path = Path(path)
-    if path.is_dir():
-        raise UserError(f"checkpoint {path} is a folder (a sharded checkpoint); expected a .ckpt file")
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
-    is_zip = _is_zip(path)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and is_zip)
-    except pickle.UnpicklingError as err:
-        if not is_zip and not _starts_like_pickle(path):
-            raise unreadable_error(path, err) from err  # not a pickle at all: a stray file, not an attack
-        raise unsafe_error(path, err) from err
-    except (RuntimeError, EOFError, KeyError, ValueError, IndexError, TypeError, OSError) as err:
-        raise unreadable_error(path, err) from err
+    checkpoint = load_bytes(path, path, mmap=mmap, map_location=map_location)
     if not isinstance(checkpoint, dict):
         raise UserError(f"checkpoint {path} holds a {type(checkpoint).__name__}, not a dict of tensors")
     return checkpoint
 
 
-def check_checkpoint(path: str | Path) -> None:
-    """Raise a one-line UserError unless `path` (a .ckpt file or a sharded checkpoint folder) loads safely."""
-    path = Path(path)
-    if path.is_dir():
-        check_sharded(path)
-    else:
-        load_checkpoint(path, mmap=True)
+def load_bytes(
+    source: Path | IO[bytes], named: str | Path, *, mmap: bool = False, map_location: str | None = "cpu"
+) -> Any:
+    """`torch.load(source, weights_only=True)`; a refusal or damage is a UserError naming `named`."""
+    import torch
 
-
-def check_sharded(folder: str | Path) -> None:
-    """Vet a sharded checkpoint folder: only DCP's own classes may appear in its `.metadata` pickle."""
-    folder = Path(folder)
-    metadata = folder / ".metadata"
-    if not metadata.is_file():
-        raise UserError(f"checkpoint {folder} has no .metadata: not a complete sharded checkpoint")
-    if (folder / "meta.pt").is_file():  # Lightning's loop and optimizer state beside the shards
-        load_checkpoint(folder / "meta.pt", mmap=True)
+    is_zip = isinstance(source, Path) and _is_zip(source)
     try:
-        with metadata.open("rb") as f:
-            _MetadataUnpickler(f).load()
+        return torch.load(source, map_location=map_location, weights_only=True, mmap=mmap and is_zip)
+    except pickle.UnpicklingError as err:
+        if isinstance(source, Path) and not is_zip and not _starts_like_pickle(source):
+            raise unreadable_error(source, err) from err  # not a pickle at all: a stray file, not an attack
+        raise unsafe_error(named, err) from err
+    except (RuntimeError, EOFError, KeyError, ValueError, IndexError, TypeError, OSError) as err:
+        raise unreadable_error(named, err) from err
+
+
+def read_metadata(stream: IO[bytes], folder: str | Path) -> Any:
+    """A sharded checkpoint's `.metadata`, unpickled through the allow-list; UserError naming `folder`."""
+    try:
+        return MetadataUnpickler(stream).load()
     except _Refused as err:
         raise unsafe_error(folder, err) from err
     except Exception as err:  # noqa: BLE001  (any other failure of a vetted pickle means a damaged file)
-        raise unreadable_error(metadata, err) from err
+        raise unreadable_error(Path(folder) / METADATA_FILE, err) from err
 
 
 def unsafe_error(path: str | Path | None, err: BaseException) -> UserError:
-    """The one line for a checkpoint that `torch.load(weights_only=True)` refused to unpickle."""
+    """The one line for a checkpoint whose pickle names something beyond plain tensors and data."""
     message = str(err)
     which = f"checkpoint {path}" if path is not None else "a checkpoint"
     found = re.search(r"GLOBAL ([\w.]+)", message)
@@ -124,8 +114,11 @@ class _Refused(pickle.UnpicklingError):
     pass
 
 
-class _MetadataUnpickler(pickle.Unpickler):
+class MetadataUnpickler(pickle.Unpickler):
+    """The one unpickler of DCP `.metadata`: it builds DCP's metadata classes and nothing else."""
+
     def find_class(self, module: str, name: str) -> Any:
+        """The class or constant `module.name` if the allow-list admits it; else refuse the pickle."""
         if "." not in name:
             if (module, name) in _ALLOWED:
                 return super().find_class(module, name)
@@ -148,7 +141,7 @@ def _is_torch_constant(value: Any) -> bool:
 
 def _is_zip(path: Path) -> bool:
     # torch.load can map only the zip format; a legacy or damaged file is read normally (and then refused).
-    return zipfile.is_zipfile(path)
+    return path.is_file() and zipfile.is_zipfile(path)
 
 
 def _starts_like_pickle(path: Path) -> bool:
@@ -159,13 +152,3 @@ def _starts_like_pickle(path: Path) -> bool:
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""
-
-
-__all__ = [
-    "check_checkpoint",
-    "check_sharded",
-    "is_refusal",
-    "load_checkpoint",
-    "unreadable_error",
-    "unsafe_error",
-]

@@ -1,10 +1,9 @@
-"""Checkpoint manifests and discovery: which checkpoint `--ckpt_path auto` resumes.
+"""Checkpoint manifests: what a complete checkpoint's files are, and whether they are still that.
 
 Every checkpoint bigtrain writes (a `.ckpt` file, or a sharded checkpoint's folder) gets a manifest beside
 it, `<name>.ckpt.manifest.json`: the step and epoch, and each file's size and SHA-256. The writer saves under
-a hidden temporary name, writes the manifest, then renames both into place (`bigtrain.callbacks.checkpoints`),
-so a checkpoint without a matching manifest is one whose write did not finish. `find_resume_checkpoint`
-takes the newest checkpoint whose files all match their manifest and warns about each newer one it skips.
+a hidden temporary name, writes the manifest, then renames both into place (`bigtrain.checkpoints.save`),
+so a checkpoint without a matching manifest is one whose write did not finish.
 """
 
 from __future__ import annotations
@@ -12,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
+
+from bigtrain.files import atomic_path
 
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_SUFFIX = ".ckpt"
@@ -33,7 +33,7 @@ def manifest_path(checkpoint: str | Path) -> Path:
     return checkpoint.with_name(checkpoint.name + MANIFEST_SUFFIX)
 
 
-def _files(checkpoint: Path) -> list[tuple[str, Path]]:
+def checkpoint_files(checkpoint: Path) -> list[tuple[str, Path]]:
     """(name in the manifest, path) of each file of a checkpoint: the file itself, or a folder's files."""
     if checkpoint.is_dir():
         found = sorted(p for p in checkpoint.rglob("*") if p.is_file())
@@ -52,18 +52,19 @@ def sha256(path: Path, chunk: int = 1 << 22) -> str:
 
 def build_manifest(checkpoint: str | Path, *, step: int, epoch: int) -> dict[str, Any]:
     """The manifest of a checkpoint as it is on disk now."""
-    files = {name: {"bytes": p.stat().st_size, "sha256": sha256(p)} for name, p in _files(Path(checkpoint))}
+    found = checkpoint_files(Path(checkpoint))
+    files = {name: {"bytes": p.stat().st_size, "sha256": sha256(p)} for name, p in found}
     return {"format": MANIFEST_FORMAT, "step": step, "epoch": epoch, "files": files}
 
 
-def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON to `path` through a hidden temporary file and a rename, flushed to disk."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
+def write_manifest(checkpoint: str | Path, manifest: dict[str, Any]) -> Path:
+    """Write a checkpoint's manifest beside it, atomically and flushed to disk; returns its path."""
+    path = manifest_path(checkpoint)
+    with atomic_path(path) as tmp, tmp.open("w") as f:
+        json.dump(manifest, f, indent=1, sort_keys=True)
         f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+        os.fsync(f.fileno())  # the manifest vouches for the checkpoint: it must survive a power cut
+    return path
 
 
 def read_manifest(checkpoint: str | Path) -> dict[str, Any] | None:
@@ -75,7 +76,7 @@ def read_manifest(checkpoint: str | Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and isinstance(data.get("files"), dict) else None
 
 
-def verify(checkpoint: str | Path, *, checksums: bool = True) -> str | None:
+def verify_manifest(checkpoint: str | Path, *, checksums: bool = True) -> str | None:
     """None when the checkpoint's files match its manifest, else what is wrong, in a few words."""
     checkpoint = Path(checkpoint)
     if not checkpoint.exists():
@@ -83,7 +84,7 @@ def verify(checkpoint: str | Path, *, checksums: bool = True) -> str | None:
     manifest = read_manifest(checkpoint)
     if manifest is None:
         return f"no readable manifest {manifest_path(checkpoint).name} (its write did not finish)"
-    on_disk = dict(_files(checkpoint))
+    on_disk = dict(checkpoint_files(checkpoint))
     for name, expected in manifest["files"].items():
         path, shown = on_disk.get(name), checkpoint.name if name == "." else name
         if path is None:
@@ -94,49 +95,3 @@ def verify(checkpoint: str | Path, *, checksums: bool = True) -> str | None:
         if checksums and sha256(path) != expected["sha256"]:
             return f"{shown} does not match its SHA-256 checksum (corrupt)"
     return None
-
-
-def _candidates(folder: Path) -> list[Path]:
-    """The checkpoints in a folder: `*.ckpt` files and folders, not hidden or temporary names, and not
-    links (`last.ckpt` links to a checkpoint that is a candidate itself)."""
-    return [
-        p
-        for p in folder.iterdir()
-        if p.suffix == CHECKPOINT_SUFFIX and not p.name.startswith(".") and not p.is_symlink() and p.exists()
-    ]
-
-
-def _order(path: Path) -> tuple[int, str]:
-    """Newest first by modification time (a run restarted from an older checkpoint writes newer ones with
-    lower steps, and a checkpoint without its manifest has no step); the name breaks ties."""
-    return (path.stat().st_mtime_ns, path.name)
-
-
-def _warn(message: str) -> None:
-    from lightning.fabric.utilities.rank_zero import rank_zero_only
-
-    if rank_zero_only.rank == 0:
-        print(f"bigtrain: warning: {message}", file=sys.stderr, flush=True)
-
-
-def newest_checkpoint(folder: str | Path, warn: Any = None, *, checksums: bool = True) -> Path | None:
-    """The newest checkpoint in `folder` that matches its manifest, or None.
-
-    Each newer checkpoint that is incomplete or corrupt is skipped with a warning through `warn`
-    (default: a line on stderr from global rank 0), saying what is wrong with it.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        return None
-    warn = warn or _warn
-    for path in sorted(_candidates(folder), key=_order, reverse=True):
-        problem = verify(path, checksums=checksums)
-        if problem is None:
-            return path
-        warn(f"skipping checkpoint {path}: {problem}")
-    return None
-
-
-def find_resume_checkpoint(run_dir: str | Path, warn: Any = None) -> Path | None:
-    """The checkpoint `--ckpt_path auto` resumes: the newest valid one under `<run_dir>/checkpoints`."""
-    return newest_checkpoint(checkpoint_dir(run_dir), warn)
