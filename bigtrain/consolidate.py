@@ -91,21 +91,25 @@ def read_sharded(folder: Path) -> dict[str, Any]:
     """A sharded checkpoint folder as one plain dict of full tensors (in this process's memory)."""
     import torch
     from torch.distributed.checkpoint import FileSystemReader
-    from torch.distributed.checkpoint._traverse import set_element
-    from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
     from torch.distributed.checkpoint.metadata import StorageMeta
-    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
+
+    from bigtrain.lightning_compat import (
+        empty_load_planner,
+        load_without_process_group,
+        metadata_path,
+        set_element,
+    )
 
     class Reader(FileSystemReader):
         def read_metadata(self, *args: Any, **kwargs: Any) -> Any:
-            with self.fs.create_stream(self._get_metadata_path(kwargs.get("rank")), "rb") as file:
+            with self.fs.create_stream(metadata_path(self, kwargs.get("rank")), "rb") as file:
                 metadata = _MetadataUnpickler(file).load()
             if getattr(metadata, "storage_meta", None) is None:
                 metadata.storage_meta = StorageMeta()
             metadata.storage_meta.load_id = self.load_id
             return metadata
 
-    class Planner(_EmptyStateDictLoadPlanner):
+    class Planner(empty_load_planner()):  # type: ignore[misc]
         def load_bytes(self, read_item: Any, value: io.BytesIO) -> None:
             # Non-tensor entries (learning rates, betas, parameter names) are torch.save'd plain data.
             obj = torch.load(value, weights_only=True)
@@ -120,7 +124,7 @@ def read_sharded(folder: Path) -> dict[str, Any]:
     except pickle.UnpicklingError as err:
         raise UserError(f"{folder}: {err}") from err
     state: dict[str, Any] = {}
-    _load_state_dict(state, storage_reader=reader, planner=Planner(), no_dist=True)
+    load_without_process_group(state, reader, Planner())
     return state
 
 
@@ -220,9 +224,9 @@ def meta_module(config: str) -> Any:
 
 def optimizer_param_names(module: Any) -> list[list[str]]:
     """For each optimizer the module configures: its parameters' names, in the optimizer's order."""
-    from lightning.pytorch.core.optimizer import _configure_optimizers
+    from bigtrain.lightning_compat import optimizers_of
 
-    optimizers, _, _ = _configure_optimizers(module.configure_optimizers())
+    optimizers = optimizers_of(module)
     names = {id(p): n for n, p in module.named_parameters()}
     return [[names[id(p)] for g in opt.param_groups for p in g["params"]] for opt in optimizers]
 

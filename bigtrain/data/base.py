@@ -17,6 +17,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from bigtrain.errors import UserError
+from bigtrain.lightning_compat import device_mesh
 
 
 class EpochSampler(DistributedSampler):
@@ -115,7 +116,7 @@ class BigtrainDataModule(LightningDataModule):
         trainer = self.trainer
         if trainer is None:
             return 1, 0
-        mesh = getattr(trainer.strategy, "_device_mesh", None)
+        mesh = device_mesh(trainer.strategy)
         if mesh is not None and "data_parallel" in (mesh.mesh_dim_names or ()):
             return mesh["data_parallel"].size(), mesh["data_parallel"].get_local_rank()
         return trainer.world_size, trainer.global_rank

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric
 
 from bigtrain.errors import UserError
+from bigtrain.lightning_compat import attached_trainer
 
 
 @dataclass(kw_only=True)
@@ -78,7 +79,7 @@ def optimizer_and_schedule(module: LightningModule, params: list[nn.Parameter], 
 
 
 def _total_steps(module: LightningModule) -> int:
-    trainer = getattr(module, "_trainer", None)
+    trainer = attached_trainer(module)
     if trainer is None:
         return 1
     total = trainer.estimated_stepping_batches
@@ -117,7 +118,7 @@ def log_text(module: LightningModule, tag: str, text: str) -> None:
 
 
 def _tensorboard(module: LightningModule) -> Any:
-    trainer = getattr(module, "_trainer", None)
+    trainer = attached_trainer(module)
     if trainer is None or not trainer.is_global_zero:
         return None
     from lightning.pytorch.loggers import TensorBoardLogger
@@ -130,7 +131,7 @@ def _tensorboard(module: LightningModule) -> Any:
 
 def attached_datamodule(module: LightningModule) -> Any | None:
     """The DataModule of the trainer the module is attached to, or None (e.g. in load_from_checkpoint)."""
-    trainer = getattr(module, "_trainer", None)
+    trainer = attached_trainer(module)
     return getattr(trainer, "datamodule", None) if trainer is not None else None
 
 

@@ -202,8 +202,10 @@ def _trace(family: str, net: Any, cfg: Any, data: Any, dtype: Any) -> tuple[int,
     import torch
     import torch.nn.functional as F
 
+    from bigtrain.lightning_compat import storage_id
+
     net = net.to(dtype).train()
-    excluded = {t.untyped_storage()._cdata for t in [*net.parameters(), *net.buffers()]}
+    excluded = {storage_id(t.untyped_storage()) for t in [*net.parameters(), *net.buffers()]}
     seen: set[int] = set()
     saved = [0]
     inside: list[int] = []
@@ -211,8 +213,8 @@ def _trace(family: str, net: Any, cfg: Any, data: Any, dtype: Any) -> tuple[int,
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         storage = t.untyped_storage()
-        if storage._cdata not in seen and storage._cdata not in excluded:
-            seen.add(storage._cdata)
+        if storage_id(storage) not in seen and storage_id(storage) not in excluded:
+            seen.add(storage_id(storage))
             saved[0] += storage.nbytes()
         return t
 

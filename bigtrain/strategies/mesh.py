@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from bigtrain.lightning_compat import device_mesh
+
 
 def data_parallel(trainer: Any | None) -> tuple[int, int]:
     """(data-parallel size, this rank's data-parallel rank): the sampler's num_replicas and rank.
@@ -15,7 +17,7 @@ def data_parallel(trainer: Any | None) -> tuple[int, int]:
     if trainer is None:
         return 1, 0
     strategy = trainer.strategy
-    mesh = getattr(strategy, "_device_mesh", None)
+    mesh = device_mesh(strategy)
     if mesh is not None and "data_parallel" in (mesh.mesh_dim_names or ()):
         dp = mesh["data_parallel"]
         return dp.size(), dp.get_local_rank()
@@ -29,7 +31,7 @@ def data_parallel_group(trainer: Any | None) -> Any | None:
     """The process group of this rank's data-parallel peers (None: the default group)."""
     if trainer is None:
         return None
-    mesh = getattr(trainer.strategy, "_device_mesh", None)
+    mesh = device_mesh(trainer.strategy)
     if mesh is not None and "data_parallel" in (mesh.mesh_dim_names or ()):
         return mesh["data_parallel"].get_group()
     return None
