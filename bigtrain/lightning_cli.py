@@ -8,14 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser
 
 from bigtrain.errors import UserError
+from bigtrain.lightning_compat import LightningCLIHooks, argument_dests, building_trainer, subcommand_parser
 from bigtrain.parse_errors import one_line
 from bigtrain.run_names import RUN_DIR_ENV, default_run_dir, run_name
 
 
-class BigtrainCLI(LightningCLI):
+class BigtrainCLI(LightningCLIHooks):
     """LightningCLI with bigtrain's run directory, callbacks and logger."""
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:  # noqa: D102
@@ -48,7 +49,7 @@ class BigtrainCLI(LightningCLI):
         # `--checkpoint.keep_last K`, `--checkpoint.every_n_steps N`, `--checkpoint.best METRIC|auto|null`.
         parser.add_class_arguments(CheckpointPolicy, "checkpoint")
 
-    def _parse_ckpt_path(self) -> None:
+    def check_ckpt_path(self) -> None:
         """Vet `--ckpt_path FILE|DIR` before anything loads it: one line if missing, unsafe or corrupt."""
         cfg = self.config[self.config.subcommand] if self.config.get("subcommand") else {}
         if cfg.get("weights_only") is False:
@@ -73,7 +74,8 @@ class BigtrainCLI(LightningCLI):
         cfg["run_dir"] = cfg.get("run_dir") or default_run_dir(cfg.get("recipe_name") or "run")
         self.run_dir = Path(cfg["run_dir"])
 
-    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Trainer:
+    def prepare_trainer_config(self, config: dict[str, Any]) -> None:
+        """Run directory, logger, bigtrain's callbacks, cluster plugins and the resolved strategy."""
         from bigtrain.callbacks.run_dir import RunDirectory, default_callbacks
         from bigtrain.strategies import resolve_strategy
 
@@ -97,7 +99,6 @@ class BigtrainCLI(LightningCLI):
         config["strategy"] = resolve_strategy(
             config.get("strategy", "auto"), config, self.model, self.datamodule
         )
-        return super()._instantiate_trainer(config, callbacks)
 
     def before_fit(self) -> None:  # noqa: D102
         cfg = self.config_init["fit"]
@@ -135,8 +136,7 @@ def _check_global_batch(trainer: Trainer, datamodule: Any) -> None:
 def _dests(parser: LightningArgumentParser, args: Any) -> list[str]:
     """The option names of the chosen subcommand's parser (for suggestions)."""
     command = args[0] if isinstance(args, list) and args else None
-    sub = parser._subcommands_action._name_parser_map.get(command) if parser._subcommands_action else None
-    return [a.dest for a in (sub or parser)._actions]
+    return argument_dests(subcommand_parser(parser, command) or parser)
 
 
 def expand_recipe(args: list[str]) -> list[str]:
@@ -222,7 +222,7 @@ def _lightning_user_error(err: BaseException) -> UserError | None:
     while tb is not None:
         frames.append(tb.tb_frame.f_code)
         tb = tb.tb_next
-    building = any(code.co_name == "_instantiate_trainer" for code in frames)
+    building = building_trainer(frames)
     raised_by_lightning = bool(frames) and f"{os.sep}lightning{os.sep}" in frames[-1].co_filename
     setting = (MisconfigurationException, ValueError, TypeError, ImportError)
     if not (building and raised_by_lightning and isinstance(err, setting)):
@@ -297,5 +297,5 @@ class _ResolveOnly(BigtrainCLI):
     def after_instantiate_classes(self) -> None:  # noqa: D102
         pass
 
-    def _run_subcommand(self, subcommand: str) -> None:
+    def run_subcommand(self, subcommand: str) -> None:  # noqa: D102
         pass

@@ -63,6 +63,8 @@ def class_keys(class_path: str) -> list[str]:
     """Every dotted argument key a class accepts (nested dataclass fields included)."""
     from jsonargparse import ArgumentParser
 
+    from bigtrain.lightning_compat import argument_dests
+
     module, _, name = class_path.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module), name)
@@ -70,7 +72,7 @@ def class_keys(class_path: str) -> list[str]:
         return []
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(cls, fail_untyped=False)
-    return [a.dest for a in parser._actions if a.dest not in ("help", "__default_config__")]
+    return [dest for dest in argument_dests(parser) if dest not in ("help", "__default_config__")]
 
 
 def _tidy(text: str) -> str:

@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from bigtrain.checkpoints.manifest import CHECKPOINT_DIR
 from bigtrain.checkpoints.save import remove_checkpoint, save_atomically
 from bigtrain.errors import UserError
+from bigtrain.lightning_compat import ModelCheckpointHooks
 
 
 def checkpoint_folder(trainer: Trainer) -> Path:
@@ -29,7 +30,7 @@ def checkpoint_folder(trainer: Trainer) -> Path:
     return Path(trainer.default_root_dir) / CHECKPOINT_DIR
 
 
-class Checkpoints(ModelCheckpoint):
+class Checkpoints(ModelCheckpointHooks):
     """ModelCheckpoint with atomic saves and manifests; keeps the `keep_last` newest, links `last.ckpt`."""
 
     def __init__(
@@ -40,10 +41,9 @@ class Checkpoints(ModelCheckpoint):
         kw.setdefault("save_last", "link")
         super().__init__(dirpath=str(dirpath), save_top_k=keep_last, every_n_train_steps=every_n_steps, **kw)
 
-    def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
+    def write_checkpoint(self, trainer: Trainer, filepath: str) -> None:
+        """Save atomically, with the manifest."""
         save_atomically(trainer, Path(filepath), weights_only=self.save_weights_only)
-        self._last_global_step_saved = trainer.global_step
-        self._last_checkpoint_saved = filepath
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: Any, *args: Any, **kwargs: Any) -> None:
         """Saving every N steps, also save the run's final step (`max_steps`), which N may not divide."""
@@ -59,13 +59,12 @@ class Checkpoints(ModelCheckpoint):
             self._save_final(trainer)
 
     def _save_final(self, trainer: Trainer) -> None:
-        step_based = self._every_n_train_steps > 0 and self.monitor in (None, "step")
-        if step_based and not self._should_skip_saving_checkpoint(trainer):
-            candidates = self._monitor_candidates(trainer)
-            self._save_topk_checkpoint(trainer, candidates)
-            self._save_last_checkpoint(trainer, candidates)
+        step_based = self.every_n_train_steps > 0 and self.monitor in (None, "step")
+        if step_based:
+            self.save_now(trainer)
 
-    def _remove_checkpoint(self, trainer: Trainer, filepath: str) -> None:
+    def delete_checkpoint(self, trainer: Trainer, filepath: str) -> None:
+        """Delete the checkpoint and its manifest (rank 0), then wait for every rank."""
         if trainer.is_global_zero:
             remove_checkpoint(filepath)
         trainer.strategy.barrier("bigtrain-checkpoint-removed")

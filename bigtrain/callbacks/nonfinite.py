@@ -36,6 +36,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from bigtrain.callbacks.checkpoints import checkpoint_folder
 from bigtrain.checkpoints.save import save_atomically
 from bigtrain.errors import UserError
+from bigtrain.lightning_compat import own_persistent_buffers
 
 Mode = Literal["skip", "stop", "off"]
 PREFIX = "nonfinite-step="
@@ -188,9 +189,8 @@ def persistent_buffers(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]
     """The buffers a checkpoint keeps (BatchNorm statistics and counters, and the like), by dotted name."""
     out = []
     for prefix, sub in module.named_modules():
-        for name, buf in sub._buffers.items():
-            if buf is not None and name not in sub._non_persistent_buffers_set:
-                out.append((f"{prefix}.{name}" if prefix else name, buf))
+        for name, buf in own_persistent_buffers(sub):
+            out.append((f"{prefix}.{name}" if prefix else name, buf))
     return out
 
 

@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from bigtrain.lightning_compat import default_store, stop_child_process_observer
+
 EXIT_PEER_LOST = 1
 POLL_S = 0.5
 """How often a launching rank checks its launched ranks."""
@@ -83,7 +85,8 @@ def _stop(trainer: Trainer, who: str, saw: str | None, *, report: bool = True) -
         for logger in trainer.loggers:
             logger.finalize("failed")
         sys.stdout.flush()
-        # Not SystemExit: Lightning's teardown would wait on the broken process group.
+        # Not SystemExit: Lightning's teardown would wait on the broken process group. (os._exit is public
+        # API despite its underscore.)
         os._exit(EXIT_PEER_LOST)
     time.sleep(3600)  # the other thread is reporting and exits the process
 
@@ -112,10 +115,7 @@ class PeerWatch(Callback):
         """In a rank that launched others on its node: watch them in place of Lightning's observer."""
         if not _local_procs(trainer):
             return
-        for thread in threading.enumerate():
-            if thread.name == "child-process-observer":
-                # Lightning's: it SIGKILLs this process within 5 s of a rank dying, without a word.
-                thread._run = lambda: True  # type: ignore[attr-defined]
+        stop_child_process_observer()
         threading.Thread(target=self._watch, args=(trainer,), name="bigtrain-peer-watch", daemon=True).start()
 
     def _watch(self, trainer: Trainer) -> None:
@@ -133,9 +133,7 @@ class PeerWatch(Callback):
             _stop(trainer, _died(dead, world), saw)
         grace = min(GRACE_S, float(getattr(trainer.strategy, "timeout_s", GRACE_S)))
         try:
-            from torch.distributed.distributed_c10d import _get_default_store
-
-            store = _get_default_store()
+            store = default_store()
             store.set_timeout(timedelta(seconds=grace))
             key = f"bigtrain/peer-failure/{trainer.global_step}"
             missing, lowest = missing_ranks(store, trainer.global_rank, world, key, grace)

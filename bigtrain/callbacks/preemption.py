@@ -24,6 +24,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from bigtrain.callbacks.checkpoints import checkpoint_folder
 from bigtrain.checkpoints.save import remove_checkpoint, save_atomically
+from bigtrain.lightning_compat import connector_cluster_environment
 
 # EX_TEMPFAIL: "temporary failure, the user is invited to retry" -- the run is saved, not finished.
 EXIT_NOT_REQUEUED = 75
@@ -91,7 +92,7 @@ class Preemption(Callback):
         # without bigtrain.cluster.environment_plugins().
         environment = getattr(trainer.strategy, "cluster_environment", None)
         if environment is None:  # single-device strategies keep it only in the accelerator connector
-            environment = getattr(trainer._accelerator_connector, "cluster_environment", None)
+            environment = connector_cluster_environment(trainer)
         if isinstance(environment, SLURMEnvironment):
             environment.auto_requeue = False
 

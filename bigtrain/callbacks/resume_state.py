@@ -26,6 +26,8 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 
+from bigtrain.lightning_compat import load_pending_loader_state
+
 RNGState = dict[str, torch.Tensor]
 
 
@@ -123,17 +125,7 @@ def reload_loader_state(trainer: Trainer) -> bool:
     state is loaded into those loaders and their iterator started again, with the sampler already on the
     resumed epoch (the iterator draws its first batch at once). Uses the fit loop's private attributes.
     """
-    from lightning.fabric.utilities.data import _set_sampler_epoch
-
-    fit = trainer.fit_loop
-    loader = getattr(fit, "_combined_loader", None)
-    if not (fit.restarting and getattr(fit, "_combined_loader_states_to_load", None) and loader is not None):
-        return False
-    for dataloader in loader.flattened:
-        _set_sampler_epoch(dataloader, fit.epoch_progress.current.processed)
-    fit._load_combined_loader_states()
-    iter(fit._data_fetcher)
-    return True
+    return load_pending_loader_state(trainer)
 
 
 class ResumeState(Callback):

@@ -124,9 +124,9 @@ def meta_module(config: str) -> Any:
 
 def optimizer_param_names(module: Any) -> list[list[str]]:
     """For each optimizer the module configures: its parameters' names, in the optimizer's order."""
-    from lightning.pytorch.core.optimizer import _configure_optimizers
+    from bigtrain.lightning_compat import optimizers_of
 
-    optimizers, _, _ = _configure_optimizers(module.configure_optimizers())
+    optimizers = optimizers_of(module)
     names = {id(p): n for n, p in module.named_parameters()}
     return [[names[id(p)] for g in opt.param_groups for p in g["params"]] for opt in optimizers]
 

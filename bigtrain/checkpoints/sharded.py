@@ -59,7 +59,7 @@ def metadata_reader(folder: str | Path) -> Any:
 
 def _load_bytes_safely(planner: Any, read_item: Any, value: io.BytesIO) -> None:
     """A DCP planner's `load_bytes` with `weights_only=True`: non-tensor entries are plain data."""
-    from torch.distributed.checkpoint._traverse import set_element
+    from bigtrain.lightning_compat import set_element
 
     named = f"{planner.bigtrain_folder} (a shard's entry {read_item.dest_index.fqn})"
     obj = load_bytes(value, named, map_location=None)  # as DCP itself would place it
@@ -72,9 +72,10 @@ def _load_bytes_safely(planner: Any, read_item: Any, value: io.BytesIO) -> None:
 def _planner(folder: Path, *, empty: bool) -> Any:
     """DCP's load planner (`empty`: one that fills an empty dict) whose byte entries load safely."""
     from torch.distributed.checkpoint import DefaultLoadPlanner
-    from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
 
-    base = _EmptyStateDictLoadPlanner if empty else DefaultLoadPlanner
+    from bigtrain.lightning_compat import empty_load_planner
+
+    base = empty_load_planner() if empty else DefaultLoadPlanner
     planner = type("SafeLoadPlanner", (base,), {"load_bytes": _load_bytes_safely})()
     planner.bigtrain_folder = folder
     return planner
@@ -84,12 +85,13 @@ def _dcp_load(state: dict[str, Any], folder: Path, *, empty: bool = False) -> No
     """`torch.distributed.checkpoint.load` through the safe reader and planner; refusals stay one line."""
     from torch.distributed.checkpoint import load
     from torch.distributed.checkpoint.api import CheckpointException
-    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
+
+    from bigtrain.lightning_compat import load_without_process_group
 
     reader, planner = metadata_reader(folder), _planner(folder, empty=empty)
     try:
         if empty:
-            _load_state_dict(state, storage_reader=reader, planner=planner, no_dist=True)
+            load_without_process_group(state, reader, planner)
         else:
             load(state, storage_reader=reader, planner=planner)
     except CheckpointException as err:

@@ -6,8 +6,10 @@ from typing import Any
 
 from lightning.pytorch import LightningModule
 
+from bigtrain.lightning_compat import attached_trainer
+
 
 def attached_datamodule(module: LightningModule) -> Any | None:
     """The DataModule of the trainer the module is attached to, or None (e.g. in load_from_checkpoint)."""
-    trainer = getattr(module, "_trainer", None)
+    trainer = attached_trainer(module)
     return getattr(trainer, "datamodule", None) if trainer is not None else None

@@ -12,6 +12,7 @@ from lightning.pytorch import LightningModule
 from torch import nn
 
 from bigtrain.errors import UserError
+from bigtrain.lightning_compat import attached_trainer
 
 
 @dataclass(kw_only=True)
@@ -76,7 +77,7 @@ def optimizer_and_schedule(module: LightningModule, params: list[nn.Parameter], 
 
 
 def _total_steps(module: LightningModule) -> int:
-    trainer = getattr(module, "_trainer", None)
+    trainer = attached_trainer(module)
     if trainer is None:
         return 1
     total = trainer.estimated_stepping_batches

@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule
 
+from bigtrain.lightning_compat import attached_trainer
+
 
 def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 1) -> torch.Tensor:
     """Tile a (N, C, H, W) batch into one (C, H', W') image with values in [0, 1] (min-max scaled)."""
@@ -41,7 +43,7 @@ def log_text(module: LightningModule, tag: str, text: str) -> None:
 
 
 def _tensorboard(module: LightningModule) -> Any:
-    trainer = getattr(module, "_trainer", None)
+    trainer = attached_trainer(module)
     if trainer is None or not trainer.is_global_zero:
         return None
     from lightning.pytorch.loggers import TensorBoardLogger

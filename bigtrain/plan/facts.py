@@ -215,8 +215,10 @@ def _trace(net: Any, shape: tuple[int, ...] | None, dtype: Any) -> tuple[int, in
     """
     import torch
 
+    from bigtrain.lightning_compat import storage_id
+
     net = net.to(dtype).train()
-    excluded = {t.untyped_storage()._cdata for t in [*net.parameters(), *net.buffers()]}
+    excluded = {storage_id(t.untyped_storage()) for t in [*net.parameters(), *net.buffers()]}
     seen: set[int] = set()
     saved = [0]
     inside: list[int] = []
@@ -224,8 +226,8 @@ def _trace(net: Any, shape: tuple[int, ...] | None, dtype: Any) -> tuple[int, in
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         storage = t.untyped_storage()
-        if storage._cdata not in seen and storage._cdata not in excluded:
-            seen.add(storage._cdata)
+        if storage_id(storage) not in seen and storage_id(storage) not in excluded:
+            seen.add(storage_id(storage))
             saved[0] += storage.nbytes()
         return t
 

@@ -125,8 +125,9 @@ def device_mesh(trainer: Any | None) -> Any | None:
     """The strategy's device mesh once it is set up (FSDP, tensor parallel), else None."""
     if trainer is None:
         return None
-    # Lightning's public `device_mesh` raises before setup; the attribute is None then.
-    return getattr(trainer.strategy, "_device_mesh", None)
+    from bigtrain.lightning_compat import device_mesh as strategy_mesh  # only with a trainer: Lightning is in
+
+    return strategy_mesh(trainer.strategy)
 
 
 def data_parallel_mesh(trainer: Any | None) -> Any | None:

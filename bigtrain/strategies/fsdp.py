@@ -12,9 +12,9 @@ from datetime import timedelta
 from typing import Any, Literal
 
 import torch
-from lightning.pytorch.strategies import ModelParallelStrategy
 
 from bigtrain.errors import UserError
+from bigtrain.lightning_compat import ModelParallelHooks
 from bigtrain.strategies.batch import split_ranks
 
 Dtype = Literal["fp32", "bf16", "fp16"]
@@ -37,7 +37,7 @@ def mesh_sizes(
     return ranks.size, ranks.tp
 
 
-class FSDP(ModelParallelStrategy):
+class FSDP(ModelParallelHooks):
     """Fully sharded data parallel (FSDP2) over the family's blocks, optionally 2D with tensor parallel.
 
     Args:
@@ -111,13 +111,12 @@ class FSDP(ModelParallelStrategy):
         world = self.num_nodes * self.num_processes
         return mesh_sizes(self.data_parallel_size, self.tensor_parallel_size, world, self.num_nodes)
 
-    def _configure_launcher(self) -> None:
+    def before_launch(self) -> None:  # noqa: D102
         # Checked here, in the launching process, so a bad degree fails before any rank starts.
-        self._data_parallel_size, self._tensor_parallel_size = self._mesh_sizes()
-        super()._configure_launcher()
+        self.set_mesh_sizes(*self._mesh_sizes())
 
     def setup_environment(self) -> None:  # noqa: D102
-        self._data_parallel_size, self._tensor_parallel_size = self._mesh_sizes()
+        self.set_mesh_sizes(*self._mesh_sizes())
         super().setup_environment()
 
     def setup(self, trainer: Any) -> None:  # noqa: D102
@@ -135,7 +134,7 @@ class FSDP(ModelParallelStrategy):
         assert self.model is not None
         for module in self.model.modules():
             for name, buffer in module.named_buffers(recurse=False):
-                module._buffers[name] = buffer.to(self.root_device)
+                setattr(module, name, buffer.to(self.root_device))  # replaces the buffer, persistence kept
         return None
 
     def mixed_precision_policy(self) -> Any:

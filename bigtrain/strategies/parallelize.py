@@ -25,9 +25,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from bigtrain.errors import UserError
+from bigtrain.lightning_compat import BatchNormBase, attached_trainer
 from bigtrain.strategies.batch import data_parallel
 from bigtrain.strategies.fsdp import FSDP, META_INIT_MIN_BYTES
 from bigtrain.strategies.mesh import data_parallel_group
@@ -40,7 +40,7 @@ def parallelize(
     module: Any, net: nn.Module | Callable[[], nn.Module], strategy: Any | None = None
 ) -> nn.Module:
     """Build `net` (given a factory) and apply the strategy's parallelism to it; returns the network."""
-    trainer = getattr(module, "_trainer", None)
+    trainer = attached_trainer(module)
     if strategy is None and trainer is not None:
         strategy = trainer.strategy
     built = net if isinstance(net, nn.Module) else _build(net, strategy)
@@ -132,7 +132,7 @@ def _fully_shard(net: nn.Module, dp_mesh: Any, strategy: FSDP) -> None:
     if norm_policy is not None:
         # Each BatchNorm its own unit, sharded before the block around it claims its parameters, so it
         # computes with fp32 parameters and statistics on the block's bf16/fp16 activations.
-        for norm in [m for m in net.modules() if isinstance(m, _BatchNorm)]:
+        for norm in [m for m in net.modules() if isinstance(m, BatchNormBase)]:
             fully_shard(norm, **{**kwargs, "mp_policy": norm_policy})
     for block in _blocks(net):
         fully_shard(block, **kwargs)

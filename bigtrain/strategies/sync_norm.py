@@ -14,12 +14,13 @@ import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
+
+from bigtrain.lightning_compat import BatchNormBase, check_input_dim
 
 _SYNCED: dict[type, type] = {}
 
 
-class SyncedBatchNorm(_BatchNorm):
+class SyncedBatchNorm(BatchNormBase):
     """Mixin placed before a BatchNorm class: training-mode statistics over all data-parallel ranks."""
 
     sync_group: Any = None
@@ -31,7 +32,7 @@ class SyncedBatchNorm(_BatchNorm):
             return super().forward(x)
         if dist.get_world_size(self.sync_group) == 1:
             return super().forward(x)
-        self._check_input_dim(x)
+        check_input_dim(self, x)
         shape = (1, -1) + (1,) * (x.dim() - 2)
         dims = [0, *range(2, x.dim())]
         # In fp32 whatever the input's dtype, as torch's batch_norm does: a bf16 element count or sum is
@@ -63,7 +64,7 @@ def sync_batchnorm(net: nn.Module, group: Any = None) -> int:
     """Make every BatchNorm in `net` normalise over the ranks of `group`, in place; returns how many."""
     count = 0
     for module in net.modules():
-        if not isinstance(module, _BatchNorm) or isinstance(module, nn.SyncBatchNorm):
+        if not isinstance(module, BatchNormBase) or isinstance(module, nn.SyncBatchNorm):
             continue
         if not isinstance(module, SyncedBatchNorm):
             cls = type(module)

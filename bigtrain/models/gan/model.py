@@ -129,7 +129,7 @@ class SNConv(Conv):
     def reset_parameters(self) -> None:
         """DCGAN weights and a random unit `u` (absent while the parent constructor runs)."""
         super().reset_parameters()
-        if "u" in self._buffers:
+        if hasattr(self, "u"):
             with torch.no_grad():
                 self.u.normal_()
                 self.u.div_(self.u.norm().clamp_min(1e-12))
@@ -146,7 +146,9 @@ class SNConv(Conv):
                 self.u.copy_(u)
                 v = F.normalize(w.t() @ u, dim=0)
         sigma = u @ (w @ v)
-        return self._conv_forward(x, self.weight / sigma, self.bias)
+        from bigtrain.lightning_compat import conv_forward  # here: model.py is plain PyTorch, no Lightning
+
+        return conv_forward(self, x, self.weight / sigma, self.bias)
 
 
 class UpBlock(nn.Module):

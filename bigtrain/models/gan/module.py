@@ -21,6 +21,7 @@ from lightning.pytorch import LightningModule
 from torch.optim.lr_scheduler import LambdaLR
 
 from bigtrain.errors import UserError
+from bigtrain.lightning_compat import attached_trainer
 from bigtrain.models.attached import attached_datamodule
 from bigtrain.models.config import as_config, fill_from_data, resolve, to_dict
 from bigtrain.models.gan.model import GAN, PRESETS, GANConfig, n_stages_for
@@ -145,7 +146,7 @@ class DCGANModule(LightningModule):
         """z for this rank's share of the global batch: row for row what one process draws."""
         n, step = real.shape[0], self.global_step
         return global_randn(
-            n, self.cfg.latent_dim, seed=self.noise_seed, step=step, trainer=self._trainer
+            n, self.cfg.latent_dim, seed=self.noise_seed, step=step, trainer=attached_trainer(self)
         ).to(real.device)
 
     # ---- steps --------------------------------------------------------------------------------------
@@ -258,7 +259,7 @@ class DCGANModule(LightningModule):
 
     def _batches_in_run(self) -> int:
         """Training batches the run will take (= D steps): the tighter of max_epochs and max_steps."""
-        trainer = getattr(self, "_trainer", None)
+        trainer = attached_trainer(self)
         if trainer is None:
             return 1
         trainer.estimated_stepping_batches  # noqa: B018 (sets up the train loader so its length is known)

@@ -1,0 +1,353 @@
+"""Every use bigtrain makes of a private name of Lightning, torch, jsonargparse or argparse, in one place.
+
+A private name can change in any release without notice. Each use here is a small function or a base class
+whose private hooks call public-named methods, with the reason no public API serves. `PRIVATE_NAMES` lists
+them all, and `tests/test_lightning_compat.py` checks that each exists in what is installed, so an upgrade
+fails there, naming what moved, instead of somewhere in a run. Nothing else in bigtrain touches these names.
+
+Heavier imports (distributed checkpointing, the fit loop's helpers) are made inside the functions that need
+them, so that importing this module costs no more than importing Lightning.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from types import CodeType
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.strategies import ModelParallelStrategy
+from torch.nn.modules.batchnorm import _BatchNorm
+
+
+@dataclass(frozen=True)
+class PrivateName:
+    """One private name bigtrain relies on: where it lives (`module` or `module:Class`) and what it is."""
+
+    owner: str
+    name: str
+    on_instance: bool = False
+    """Set on instances (in `__init__` or later), so only an instance shows it, not the class."""
+
+
+_CHECKPOINT = "lightning.pytorch.callbacks:ModelCheckpoint"
+_CLI = "lightning.pytorch.cli:LightningCLI"
+_FIT_LOOP = "lightning.pytorch.loops.fit_loop:_FitLoop"
+_MODEL_PARALLEL = "lightning.pytorch.strategies:ModelParallelStrategy"
+_DCP = "torch.distributed.checkpoint"
+
+PRIVATE_NAMES: tuple[PrivateName, ...] = (
+    # ModelCheckpoint: how a checkpoint is written and removed, and saving outside its own triggers.
+    PrivateName(_CHECKPOINT, "_save_checkpoint"),
+    PrivateName(_CHECKPOINT, "_remove_checkpoint"),
+    PrivateName(_CHECKPOINT, "_should_skip_saving_checkpoint"),
+    PrivateName(_CHECKPOINT, "_monitor_candidates"),
+    PrivateName(_CHECKPOINT, "_save_topk_checkpoint"),
+    PrivateName(_CHECKPOINT, "_save_last_checkpoint"),
+    PrivateName(_CHECKPOINT, "_last_global_step_saved", on_instance=True),
+    PrivateName(_CHECKPOINT, "_last_checkpoint_saved", on_instance=True),
+    PrivateName(_CHECKPOINT, "_every_n_train_steps", on_instance=True),
+    # The fit loop's pending train-loader state (resume mid-epoch).
+    PrivateName(_FIT_LOOP, "_combined_loader", on_instance=True),
+    PrivateName(_FIT_LOOP, "_combined_loader_states_to_load", on_instance=True),
+    PrivateName(_FIT_LOOP, "_load_combined_loader_states"),
+    PrivateName(_FIT_LOOP, "_data_fetcher", on_instance=True),
+    PrivateName("lightning.fabric.utilities.data", "_set_sampler_epoch"),
+    # LightningCLI's steps between parsing and running.
+    PrivateName(_CLI, "_parse_ckpt_path"),
+    PrivateName(_CLI, "_instantiate_trainer"),
+    PrivateName(_CLI, "_run_subcommand"),
+    # Argument parsers: the options they accept, for "did you mean" suggestions.
+    PrivateName("argparse:ArgumentParser", "_actions", on_instance=True),
+    PrivateName("argparse:_SubParsersAction", "_name_parser_map", on_instance=True),
+    PrivateName("jsonargparse:ArgumentParser", "_subcommands_action"),
+    # Trainer, strategy and module internals.
+    PrivateName("lightning.pytorch:Trainer", "_accelerator_connector", on_instance=True),
+    PrivateName("lightning.pytorch:LightningModule", "_trainer", on_instance=True),
+    PrivateName(_MODEL_PARALLEL, "_device_mesh", on_instance=True),
+    PrivateName(_MODEL_PARALLEL, "_data_parallel_size", on_instance=True),
+    PrivateName(_MODEL_PARALLEL, "_tensor_parallel_size", on_instance=True),
+    PrivateName(_MODEL_PARALLEL, "_configure_launcher"),
+    PrivateName("lightning.fabric.strategies.launchers.subprocess_script", "_ChildProcessObserver"),
+    PrivateName("lightning.fabric.strategies.launchers.subprocess_script:_ChildProcessObserver", "_run"),
+    PrivateName("lightning.pytorch.core.optimizer", "_configure_optimizers"),
+    # torch.
+    PrivateName("torch.nn:Module", "_buffers", on_instance=True),
+    PrivateName("torch.nn:Module", "_non_persistent_buffers_set", on_instance=True),
+    PrivateName("torch.nn.modules.batchnorm", "_BatchNorm"),
+    PrivateName("torch.nn.modules.batchnorm:_BatchNorm", "_check_input_dim"),
+    PrivateName("torch.nn:Conv2d", "_conv_forward"),
+    PrivateName("torch:UntypedStorage", "_cdata"),
+    PrivateName("torch.distributed.distributed_c10d", "_get_default_store"),
+    PrivateName(f"{_DCP}._traverse", "set_element"),
+    PrivateName(f"{_DCP}.default_planner", "_EmptyStateDictLoadPlanner"),
+    PrivateName(f"{_DCP}.state_dict_loader", "_load_state_dict"),
+    # Named inside files torch writes, so the checkpoint unpicklers allow them (safe_load, consolidate).
+    PrivateName("torch.serialization", "_get_layout"),
+    PrivateName(f"{_DCP}.filesystem", "_StorageInfo"),
+)
+"""Every private name bigtrain uses (the module's own, with the function or class that uses it, below)."""
+
+
+def missing_names(names: Iterable[PrivateName], instance_of: Callable[[str], Any]) -> list[str]:
+    """The names the installed packages lack, as `owner.name`; `instance_of(owner)` builds an instance."""
+    missing = []
+    for entry in names:
+        module, _, qualname = entry.owner.partition(":")
+        try:
+            owner: Any = importlib.import_module(module)
+            for part in filter(None, qualname.split(".")):
+                owner = getattr(owner, part)
+        except (ImportError, AttributeError):
+            missing.append(f"{entry.owner}.{entry.name} (no {entry.owner})")
+            continue
+        if entry.on_instance:
+            owner = instance_of(entry.owner)
+        if not hasattr(owner, entry.name):
+            missing.append(f"{entry.owner}.{entry.name}")
+    return missing
+
+
+# ---- ModelCheckpoint -------------------------------------------------------------------------------------
+
+
+class ModelCheckpointHooks(ModelCheckpoint):
+    """ModelCheckpoint whose private write and remove steps call `write_checkpoint` and `delete_checkpoint`.
+
+    Lightning has no public hook for how ModelCheckpoint writes or deletes a checkpoint file: it calls its
+    private `_save_checkpoint` and `_remove_checkpoint`, overridden here. Unlike Lightning's, the save does
+    not notify the loggers (`after_save_checkpoint`), as bigtrain's override never did.
+    """
+
+    def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
+        self.write_checkpoint(trainer, filepath)
+        # ModelCheckpoint reads these to skip a second save of the same step and to link `last.ckpt`.
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+
+    def _remove_checkpoint(self, trainer: Trainer, filepath: str) -> None:
+        self.delete_checkpoint(trainer, filepath)
+
+    def write_checkpoint(self, trainer: Trainer, filepath: str) -> None:
+        """Write the trainer's checkpoint to `filepath` (Lightning's way unless overridden)."""
+        trainer.save_checkpoint(filepath, self.save_weights_only)
+
+    def delete_checkpoint(self, trainer: Trainer, filepath: str) -> None:
+        """Delete a checkpoint this callback no longer keeps (Lightning's way unless overridden)."""
+        trainer.strategy.remove_checkpoint(filepath)
+
+    @property
+    def every_n_train_steps(self) -> int:
+        """Steps between saves (0: not step-based); Lightning keeps it only privately."""
+        return self._every_n_train_steps
+
+    def save_now(self, trainer: Trainer) -> None:
+        """Save this step's top-k and `last` checkpoints as the step trigger does, unless already saved."""
+        # ModelCheckpoint saves only from its own triggers; its save path is private.
+        if not self._should_skip_saving_checkpoint(trainer):
+            candidates = self._monitor_candidates(trainer)
+            self._save_topk_checkpoint(trainer, candidates)
+            self._save_last_checkpoint(trainer, candidates)
+
+
+# ---- the fit loop ----------------------------------------------------------------------------------------
+
+
+def load_pending_loader_state(trainer: Trainer) -> bool:
+    """Load the checkpoint's train-loader state now if the fit loop has left it pending; whether it did.
+
+    The loop keeps the restored state, the loaders and their fetcher privately and loads the state only
+    when it builds the loaders itself; there is no public way to have it done once they exist.
+    """
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+
+    fit = trainer.fit_loop
+    loader = getattr(fit, "_combined_loader", None)
+    if not (fit.restarting and getattr(fit, "_combined_loader_states_to_load", None) and loader is not None):
+        return False
+    for dataloader in loader.flattened:
+        _set_sampler_epoch(dataloader, fit.epoch_progress.current.processed)
+    fit._load_combined_loader_states()
+    iter(fit._data_fetcher)
+    return True
+
+
+# ---- LightningCLI ----------------------------------------------------------------------------------------
+
+
+class LightningCLIHooks(LightningCLI):
+    """LightningCLI whose private steps call `check_ckpt_path`, `prepare_trainer_config`, `run_subcommand`.
+
+    LightningCLI offers `before_*`/`after_*` hooks, but none that replaces how `--ckpt_path` is read, that
+    sees the Trainer's settings just before it is built, or that replaces running the subcommand.
+    """
+
+    def _parse_ckpt_path(self) -> None:
+        self.check_ckpt_path()
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Trainer:
+        self.prepare_trainer_config(config)
+        return super()._instantiate_trainer(config, callbacks)
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        self.run_subcommand(subcommand)
+
+    def check_ckpt_path(self) -> None:
+        """Read `--ckpt_path` after parsing (Lightning: its hyper-parameters become the model's config)."""
+        super()._parse_ckpt_path()
+
+    def prepare_trainer_config(self, config: dict[str, Any]) -> None:
+        """Change the Trainer's settings in place just before the Trainer is built."""
+
+    def run_subcommand(self, subcommand: str) -> None:
+        """Run the subcommand (Lightning: `before_<cmd>`, the Trainer's method, `after_<cmd>`)."""
+        super()._run_subcommand(subcommand)
+
+
+def building_trainer(frames: Iterable[CodeType]) -> bool:
+    """Whether a traceback's frames pass through LightningCLI building the Trainer."""
+    return any(code.co_name == "_instantiate_trainer" for code in frames)
+
+
+def argument_dests(parser: Any) -> list[str]:
+    """The `dest` of every argument of an argparse (or jsonargparse) parser."""
+    # argparse keeps its arguments in `_actions` and has no public way to list them.
+    return [action.dest for action in parser._actions]
+
+
+def subcommand_parser(parser: Any, name: str | None) -> Any | None:
+    """The parser of jsonargparse subcommand `name`, or None when there is no such subcommand."""
+    # jsonargparse (like argparse) exposes its subcommand parsers only through private attributes.
+    action = parser._subcommands_action
+    return action._name_parser_map.get(name) if action else None
+
+
+# ---- trainer, strategy and module internals --------------------------------------------------------------
+
+
+def attached_trainer(module: LightningModule) -> Trainer | None:
+    """The Trainer the module is attached to, or None (`module.trainer` raises when there is none)."""
+    return getattr(module, "_trainer", None)
+
+
+def device_mesh(strategy: Any) -> Any | None:
+    """The strategy's device mesh, or None (not a ModelParallelStrategy, or not set up yet)."""
+    # ModelParallelStrategy.device_mesh raises until the mesh exists; other strategies have no mesh.
+    return getattr(strategy, "_device_mesh", None)
+
+
+def connector_cluster_environment(trainer: Trainer) -> Any | None:
+    """The cluster environment the Trainer chose (single-device strategies do not carry one)."""
+    return getattr(trainer._accelerator_connector, "cluster_environment", None)
+
+
+class ModelParallelHooks(ModelParallelStrategy):
+    """ModelParallelStrategy with a `before_launch` hook and a setter for its mesh sizes."""
+
+    def _configure_launcher(self) -> None:
+        # The one step that runs in the launching process before any rank starts; Lightning has no public
+        # hook there.
+        self.before_launch()
+        super()._configure_launcher()
+
+    def before_launch(self) -> None:
+        """Runs in the launching process before any rank starts (checks that should fail early)."""
+
+    def set_mesh_sizes(self, data_parallel: int, tensor_parallel: int) -> None:
+        """Set the sizes the device mesh is built with."""
+        # ModelParallelStrategy reads them from these attributes when it sets up; it has no setter.
+        self._data_parallel_size, self._tensor_parallel_size = data_parallel, tensor_parallel
+
+
+def stop_child_process_observer() -> None:
+    """Stop Lightning's observer of the ranks it launched, which SIGKILLs this process within 5 s of a rank
+    dying, without a word (Lightning has no switch for it; its check `_run` is made to report "all done")."""
+    from lightning.fabric.strategies.launchers.subprocess_script import _ChildProcessObserver
+
+    for thread in threading.enumerate():
+        if isinstance(thread, _ChildProcessObserver):
+            thread._run = lambda: True  # type: ignore[method-assign]
+
+
+def default_store() -> Any:
+    """The key-value store of the default process group (torch has no public accessor for it)."""
+    from torch.distributed.distributed_c10d import _get_default_store
+
+    return _get_default_store()
+
+
+def optimizers_of(module: LightningModule) -> list[torch.optim.Optimizer]:
+    """The optimizers a module's `configure_optimizers()` returns, in whichever of Lightning's forms."""
+    # Lightning's parser of those forms is private; the public path needs a running Trainer.
+    from lightning.pytorch.core.optimizer import _configure_optimizers
+
+    optimizers, _, _ = _configure_optimizers(module.configure_optimizers())
+    return optimizers
+
+
+# ---- torch -----------------------------------------------------------------------------------------------
+
+
+def own_persistent_buffers(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """The module's own (not its children's) buffers that its state_dict keeps."""
+    # nn.Module has no public way to ask whether a buffer is persistent.
+    return [
+        (name, buf)
+        for name, buf in module._buffers.items()
+        if buf is not None and name not in module._non_persistent_buffers_set
+    ]
+
+
+BatchNormBase = _BatchNorm
+"""The base class of every torch BatchNorm (1d/2d/3d, SyncBatchNorm, lazy ones); torch has no public one."""
+
+
+def check_input_dim(norm: torch.nn.Module, x: torch.Tensor) -> None:
+    """Raise as the BatchNorm's own forward does when `x` has the wrong number of dimensions."""
+    # Each BatchNorm class checks its input rank in a private method; nothing public does it.
+    norm._check_input_dim(x)
+
+
+def conv_forward(conv: torch.nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, bias: Any) -> torch.Tensor:
+    """The Conv2d's forward with another weight and bias (its padding mode included)."""
+    # F.conv2d ignores the layer's padding_mode; Conv2d applies it only in this private method.
+    return conv._conv_forward(x, weight, bias)
+
+
+def storage_id(storage: torch.UntypedStorage) -> int:
+    """An id of the storage itself, the same for every tensor viewing it (meta storages included)."""
+    # data_ptr() is 0 for every meta or empty storage, so it cannot tell them apart.
+    return storage._cdata
+
+
+# ---- torch.distributed.checkpoint ------------------------------------------------------------------------
+# Reading a sharded checkpoint into one process without a process group and without knowing its contents
+# in advance is what `format_utils.dcp_to_torch_save` does, through these same private names; the public
+# `load` needs a state dict of the right shape to fill.
+
+
+def empty_load_planner() -> type:
+    """DCP's load planner that builds the state dict from the checkpoint's metadata (a base class)."""
+    from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
+
+    return _EmptyStateDictLoadPlanner
+
+
+def set_element(root: dict[str, Any], path: Any, value: Any) -> None:
+    """Put `value` at the nested position `path` (DCP's flattening mapping) of `root`."""
+    from torch.distributed.checkpoint._traverse import set_element as set_nested
+
+    set_nested(root, path, value)
+
+
+def load_without_process_group(state: dict[str, Any], reader: Any, planner: Any) -> None:
+    """Load a DCP checkpoint into `state` in this process alone."""
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
+
+    _load_state_dict(state, storage_reader=reader, planner=planner, no_dist=True)

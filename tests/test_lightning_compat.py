@@ -1,0 +1,151 @@
+"""The private names of Lightning, torch, jsonargparse and argparse that bigtrain uses exist, and only
+`bigtrain.lightning_compat` uses them: an upgrade that moves one fails here, naming it."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from bigtrain import lightning_compat
+from bigtrain.lightning_compat import PRIVATE_NAMES, PrivateName, missing_names
+
+PACKAGE = Path(lightning_compat.__file__).resolve().parent
+COMPAT = Path(lightning_compat.__file__).resolve()
+
+
+def _trainer() -> Any:
+    from lightning.pytorch import Trainer
+
+    return Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+
+
+def instance_of(owner: str) -> Any:
+    """An instance of an owner whose private names are set on instances."""
+    from lightning.pytorch import LightningModule
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    factories = {
+        "lightning.pytorch.callbacks:ModelCheckpoint": ModelCheckpoint,
+        "lightning.pytorch.loops.fit_loop:_FitLoop": lambda: _trainer().fit_loop,
+        "lightning.pytorch:Trainer": _trainer,
+        "lightning.pytorch:LightningModule": LightningModule,
+        "lightning.pytorch.strategies:ModelParallelStrategy": ModelParallelStrategy,
+        "argparse:ArgumentParser": argparse.ArgumentParser,
+        "argparse:_SubParsersAction": lambda: argparse.ArgumentParser().add_subparsers(),
+        "torch.nn:Module": torch.nn.Module,
+    }
+    return factories[owner]()
+
+
+def test_every_private_name_exists_in_the_installed_packages():
+    assert missing_names(PRIVATE_NAMES, instance_of) == []
+
+
+def test_a_missing_name_fails_the_check_and_is_named():
+    fake = [
+        PrivateName("lightning.pytorch.callbacks:ModelCheckpoint", "_no_such_hook"),
+        PrivateName("torch.nn:Module", "_no_such_attribute", on_instance=True),
+        PrivateName("torch.nn:NoSuchClass", "_x"),
+        PrivateName("torch.no_such_module", "_y"),
+        PrivateName("torch.nn:Module", "_buffers", on_instance=True),  # present: not reported
+    ]
+    assert missing_names(fake, instance_of) == [
+        "lightning.pytorch.callbacks:ModelCheckpoint._no_such_hook",
+        "torch.nn:Module._no_such_attribute",
+        "torch.nn:NoSuchClass._x (no torch.nn:NoSuchClass)",
+        "torch.no_such_module._y (no torch.no_such_module)",
+    ]
+
+
+def _private_uses(text: str) -> set[str]:
+    """Private names a source uses: `x._name` (not `self._name`: a class's own may share a name),
+    `getattr(x, "_name")`, private imports, and methods `_name(self, ...)` (overrides)."""
+    attributes = set(re.findall(r"(?<!\bself)(?<!\bos)\.(_[A-Za-z]\w*)", text))
+    attributes |= set(re.findall(r"^\s+def (_[A-Za-z]\w*)\(self", text, re.M))
+    getattrs = set(re.findall(r"getattr\([^,()]+,\s*[\"'](_[A-Za-z]\w*)[\"']", text))
+    imports = set()
+    for module, names in re.findall(r"^\s*from\s+([\w.]+)\s+import\s+\(?([^)\n]*)", text, re.M):
+        if module.startswith(("torch", "lightning", "jsonargparse", "argparse")):
+            imports |= {n.split(" as ")[0].strip() for n in names.split(",") if n.strip().startswith("_")}
+            imports |= {part for part in module.split(".") if part.startswith("_")}
+    return attributes | getattrs | imports
+
+
+def test_the_table_lists_every_private_name_the_compat_module_uses():
+    listed = {entry.name for entry in PRIVATE_NAMES}
+    listed |= {part for entry in PRIVATE_NAMES for part in re.split(r"[.:]", entry.owner)}
+    own = {"_CHECKPOINT", "_CLI", "_FIT_LOOP", "_MODEL_PARALLEL", "_DCP"}
+    assert _private_uses(COMPAT.read_text()) - listed - own == set()
+
+
+@pytest.mark.parametrize("path", sorted(p for p in PACKAGE.rglob("*.py") if p != COMPAT), ids=str)
+def test_no_other_module_uses_a_listed_private_name(path):
+    listed = {entry.name for entry in PRIVATE_NAMES}
+    listed |= {part for entry in PRIVATE_NAMES for part in re.split(r"[.:]", entry.owner) if part[0] == "_"}
+    used = _private_uses(path.read_text()) & listed
+    assert not used, f"{path.relative_to(PACKAGE.parent)} uses {sorted(used)}: go through lightning_compat"
+
+
+def test_the_use_scanner_finds_each_kind_of_use():
+    text = (
+        "fit._data_fetcher\nself._buffers\nos._exit(1)\ngetattr(m, '_trainer', None)\n"
+        "from torch.distributed.checkpoint._traverse import set_element\n"
+        "from torch.nn.modules.batchnorm import _BatchNorm\n"
+        "class C:\n    def _save_checkpoint(self, trainer):\n        pass\n"
+    )
+    expected = {"_data_fetcher", "_trainer", "_traverse", "_BatchNorm", "_save_checkpoint"}
+    assert _private_uses(text) == expected
+
+
+def test_model_checkpoint_hooks_forward_to_the_public_methods(tmp_path):
+    calls = []
+
+    class Recording(lightning_compat.ModelCheckpointHooks):
+        def write_checkpoint(self, trainer, filepath):
+            calls.append(("write", filepath))
+
+        def delete_checkpoint(self, trainer, filepath):
+            calls.append(("delete", filepath))
+
+    class FakeTrainer:
+        global_step = 7
+
+    hooks = Recording(dirpath=tmp_path, every_n_train_steps=3)
+    hooks._save_checkpoint(FakeTrainer(), "a.ckpt")
+    hooks._remove_checkpoint(FakeTrainer(), "b.ckpt")
+    assert calls == [("write", "a.ckpt"), ("delete", "b.ckpt")]
+    assert (hooks._last_global_step_saved, hooks._last_checkpoint_saved) == (7, "a.ckpt")
+    assert hooks.every_n_train_steps == 3
+
+
+def test_persistent_buffers_leave_out_non_persistent_and_empty_ones():
+    norm = torch.nn.BatchNorm1d(2)
+    norm.register_buffer("scratch", torch.zeros(1), persistent=False)
+    norm.register_buffer("unset", None)
+    names = [name for name, _ in lightning_compat.own_persistent_buffers(norm)]
+    assert names == ["running_mean", "running_var", "num_batches_tracked"]
+
+
+def test_argument_dests_and_subcommand_parser():
+    from jsonargparse import ArgumentParser
+
+    parser, sub = ArgumentParser(exit_on_error=False), ArgumentParser(exit_on_error=False)
+    sub.add_argument("--lr", type=float)
+    parser.add_subcommands().add_subcommand("fit", sub)
+    assert lightning_compat.subcommand_parser(parser, "fit") is sub
+    assert lightning_compat.subcommand_parser(parser, None) is None
+    assert "lr" in lightning_compat.argument_dests(sub)
+    assert lightning_compat.subcommand_parser(ArgumentParser(), "fit") is None
