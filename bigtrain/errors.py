@@ -1,4 +1,4 @@
-"""User-fixable errors: one clear line, exit status 2 (DESIGN.md convention 11)."""
+"""User-fixable errors: one clear line, exit status 2."""
 
 from __future__ import annotations
 

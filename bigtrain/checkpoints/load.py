@@ -1,4 +1,4 @@
-"""The one safe loader: checkpoints are read without ever unpickling arbitrary objects (DESIGN.md, 7).
+"""The one safe loader: checkpoints are read without ever unpickling arbitrary objects.
 
 A PyTorch checkpoint is a pickle, and a pickle can name any function to call while it loads (`os.system`
 included). Every checkpoint file bigtrain reads goes through `torch.load(weights_only=True)`, whose unpickler

@@ -1,4 +1,4 @@
-"""Typed network configs with named presets (DESIGN.md convention 2), free of torch.
+"""Typed network configs with named presets, free of torch.
 
 A family's config is a keyword-only dataclass whose first field is `preset`; every other field defaults to
 None, meaning "the preset's value". The family's PRESETS table is the one place its defaults live:

@@ -17,7 +17,7 @@ from bigtrain.lightning_compat import attached_trainer
 
 @dataclass(kw_only=True)
 class OptimConfig:
-    """Optimizer and learning-rate schedule, in optimizer steps (DESIGN.md convention 10)."""
+    """Optimizer and learning-rate schedule, in optimizer steps (the same optimisation at any scale)."""
 
     name: Literal["adamw", "sgd"] = "adamw"
     """Optimizer: AdamW, or SGD with Nesterov momentum."""

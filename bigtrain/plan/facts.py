@@ -83,7 +83,7 @@ def plannable_network(model: Any, datamodule: Any = None) -> Any | None:
     """The model's network built on the meta device, or None for a model the planner cannot ask.
 
     A model qualifies when its `net` is a bigtrain `Network`, whose hooks the planner asks, or still None
-    (configure_model builds it, DESIGN.md convention 3) and then built as one.
+    (configure_model builds it) and then built as one.
     """
     own = getattr(model, "net", False)
     if own is not None and not is_network(own):

@@ -2,7 +2,8 @@
 
 `--trainer.strategy single|ddp|fsdp|auto` picks one with its defaults; options follow as
 `--trainer.strategy.<option> VALUE` (e.g. `--trainer.strategy fsdp --trainer.strategy.mixed_precision bf16`).
-In a recipe, `strategy: fsdp` or `strategy: {class_path: fsdp, init_args: {...}}`. See docs/strategies.md.
+In a recipe, `strategy: fsdp` or `strategy: {class_path: fsdp, init_args: {...}}`. The README's
+"Strategies" section lists the options.
 
 A family applies its sharding plan with one call in `configure_model()`:
 `self.net = parallelize(self, lambda: Net(cfg))`.

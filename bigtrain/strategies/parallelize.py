@@ -1,4 +1,4 @@
-"""Apply a family's sharding plan under the trainer's strategy, in torchtitan's order (DESIGN.md conv. 3).
+"""Apply a family's sharding plan under the trainer's strategy, in torchtitan's order.
 
 Each family builds its network in `configure_model()` with one call, `self.net = parallelize(self, build)`.
 The family is known here only through its network's hooks: `blocks()` (the units sharded one by one),

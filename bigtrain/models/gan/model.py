@@ -3,7 +3,8 @@
 The generator projects z to a small square, then doubles its side in each of `n_stages` stride-2 transposed
 convolutions (BatchNorm + ReLU between, tanh at the end): its images lie in [-1, 1]. The discriminator
 mirrors it with stride-2 convolutions (LeakyReLU 0.2) and one last convolution that covers the remaining
-square and gives one logit per image: no sigmoid, so the loss is BCE-with-logits (DESIGN.md convention 6).
+square and gives one logit per image: no sigmoid, so the loss is BCE-with-logits (CUDA autocast rejects
+BCELoss).
 With 64x64 images and the `dcgan64` preset this is the paper's network.
 """
 

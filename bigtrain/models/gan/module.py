@@ -1,4 +1,4 @@
-"""The DCGAN LightningModule: per batch a discriminator step, then a generator step (DESIGN.md convention 6).
+"""The DCGAN LightningModule: per batch a discriminator step, then a generator step, with manual optimization.
 
 Pixel range. The generator ends in tanh and targets [-1, 1], i.e. 2 * pixel - 1 for pixels in [0, 1]. Real
 images arrive normalised by the DataModule, x = (pixel - mean) / std; the module maps them into the same
