@@ -71,6 +71,8 @@ def default_callbacks(
     preemption handling while fitting."""
     from bigtrain.callbacks.peers import PeerWatch
 
+    from bigtrain.callbacks.final_step import FinalStep
+
     callbacks: list[Callback] = [PeerWatch()]  # a dead or hung rank: name it, stop the others
     if trainer_config.get("enable_progress_bar", True) is not False:
         from lightning.pytorch.callbacks import RichProgressBar
@@ -85,6 +87,7 @@ def default_callbacks(
             policy = policy or CheckpointPolicy()
             callbacks += policy.callbacks(Path(run_dir) / "checkpoints", module, validates)
     if fitting:
+        callbacks.append(FinalStep())  # the step that reaches max_steps is validated and checkpointed
         from bigtrain.callbacks.preemption import Preemption
         from bigtrain.callbacks.resume_state import ResumeState
 
