@@ -1,4 +1,8 @@
-"""Preemption: on SIGUSR1 (or SIGTERM under SLURM) stop at a step boundary, checkpoint, requeue, exit.
+"""Preemption and interrupts: on a signal, stop at a step boundary, checkpoint, requeue (SLURM), exit.
+
+Ctrl-C (SIGINT) and SIGTERM outside SLURM are interrupts: the run stops at the next step boundary on every
+rank, saves, writes `metrics.json` and prints the command that resumes it; a second Ctrl-C aborts at once
+(only the partial write of the save in progress is lost, never an older checkpoint).
 
 SLURM warns a job before its time limit (`#SBATCH --signal=USR1@90`) and before a preemption (SIGTERM,
 then SIGKILL after `KillWait`). The handler only records the signal: saving inside a signal handler can
@@ -11,6 +15,7 @@ rank exits. The requeued job starts again with `--ckpt_path auto` and resumes fr
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -29,6 +34,8 @@ from bigtrain.lightning_compat import connector_cluster_environment
 # EX_TEMPFAIL: "temporary failure, the user is invited to retry" -- the run is saved, not finished.
 EXIT_NOT_REQUEUED = 75
 PREFIX = "preempt-step="
+INTERRUPTS = (signal.SIGINT,)
+"""Signals that mean "the user stops this run" (SIGTERM too, outside SLURM): save, say how to resume, exit."""
 
 
 def slurm_job_id() -> str | None:
@@ -59,13 +66,15 @@ def requeue(job_id: str | None) -> tuple[bool, str]:
 
 
 class Preemption(Callback):
-    """On SIGUSR1 (or SIGTERM under SLURM): checkpoint at the next step boundary, requeue, exit."""
+    """On SIGUSR1 or SIGTERM under SLURM: checkpoint at the next step boundary, requeue, exit; on Ctrl-C or
+    SIGTERM elsewhere: checkpoint at the next step boundary, say how to resume, exit."""
 
     def __init__(self, dirpath: str | None = None, requeue_signals: tuple[str, ...] = ("SIGUSR1",)) -> None:
         """`dirpath`: where to save (default: the ModelCheckpoint folder, else `<root>/checkpoints`).
 
-        `requeue_signals`: signal names that trigger the save; SIGTERM is added when running under SLURM,
-        which sends it before killing a preempted or cancelled job.
+        `requeue_signals`: signal names that trigger the save and a requeue; SIGTERM (a preemption under
+        SLURM, which sends it before killing a preempted or cancelled job; an interrupt elsewhere) and
+        Ctrl-C (an interrupt) are always handled too.
         """
         super().__init__()
         self.dirpath = dirpath
@@ -77,12 +86,12 @@ class Preemption(Callback):
     # Signals ---------------------------------------------------------------------------------------------
 
     def _signals(self) -> list[signal.Signals]:
-        names = list(self.requeue_signals)
-        if slurm_job_id() is not None and "SIGTERM" not in names:
-            names.append("SIGTERM")
-        return [signal.Signals[name] for name in names]
+        names = [*self.requeue_signals, "SIGTERM", *(s.name for s in INTERRUPTS)]
+        return [signal.Signals[name] for name in dict.fromkeys(names)]
 
     def _record(self, signum: int, _frame: Any) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # the second Ctrl-C: stop now, without waiting for the step to end
         # Only a flag: the save happens at the next step boundary, outside the handler.
         self.received = signum
 
@@ -140,12 +149,43 @@ class Preemption(Callback):
         for logger in trainer.loggers:
             logger.save()
         path = self.save(trainer)
-        requeued, what = requeue(slurm_job_id()) if trainer.is_global_zero else (False, "")
+        write_metrics(trainer)
+        interrupted = _is_interrupt(signal.Signals[received])
+        job = None if interrupted else slurm_job_id()
+        requeued, what = requeue(job) if trainer.is_global_zero and job else (False, "")
         requeued = trainer.strategy.broadcast(requeued, src=0)
         if trainer.is_global_zero:
-            line = f"preempted by {received} after step {trainer.global_step}: saved {path}; {what}"
-            if not requeued:
-                line += "; run the same command again to resume from it"
+            how = "interrupted" if interrupted else "preempted"
+            line = f"{how} by {received} after step {trainer.global_step}: saved {path}"
+            if requeued:
+                line += f"; {what}"
+            else:
+                line += f"{'; ' + what if what else ''}; resume with: {resume_command(trainer)}"
             print(line, file=sys.stderr, flush=True)
         # Leaving through SystemExit lets Lightning tear down (process group, loggers) on the way out.
+        if interrupted:
+            raise SystemExit(128 + signal.Signals[received])
         raise SystemExit(0 if requeued else EXIT_NOT_REQUEUED)
+
+
+def _is_interrupt(signum: signal.Signals) -> bool:
+    """Ctrl-C, or SIGTERM where no SLURM job sent it (a user's `kill`, a container stopping)."""
+    return signum in INTERRUPTS or (signum == signal.SIGTERM and slurm_job_id() is None)
+
+
+def resume_command(trainer: Trainer) -> str:
+    """The command that continues this run from its newest checkpoint."""
+    run = Path(trainer.default_root_dir)
+    config = run / "config.yaml"
+    if config.is_file():
+        return f"bigtrain fit --config {shlex.quote(str(config))} --ckpt_path auto"
+    return f"the same command with --ckpt_path auto and --run_dir {shlex.quote(str(run))}"
+
+
+def write_metrics(trainer: Trainer) -> None:
+    """Write `metrics.json` now, as at the end of a run (the run directory callback, if there is one)."""
+    from bigtrain.callbacks.run_dir import RunDirectory
+
+    for callback in trainer.callbacks:
+        if isinstance(callback, RunDirectory):
+            callback.write_metrics(trainer)

@@ -27,20 +27,21 @@ class RunDirectory(Callback):
             print(f"run directory: {self.run_dir}", flush=True)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
-        self._write(trainer)
+        self.write_metrics(trainer)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
         if self.stage == "validate":
-            self._write(trainer)
+            self.write_metrics(trainer)
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
-        self._write(trainer)
+        self.write_metrics(trainer)
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:  # noqa: D102
         if trainer.is_global_zero:
             print(f"run directory: {self.run_dir} (metrics.json, config.yaml, checkpoints/)", flush=True)
 
-    def _write(self, trainer: Trainer) -> None:
+    def write_metrics(self, trainer: Trainer) -> None:
+        """Merge the trainer's scalar metrics, step and epoch into `metrics.json` (global rank 0)."""
         if not trainer.is_global_zero or trainer.sanity_checking:
             return
         path = self.run_dir / "metrics.json"
@@ -69,9 +70,8 @@ def default_callbacks(
 ) -> list[Callback]:
     """Checkpoints into <run_dir>/checkpoints (by `policy`, a CheckpointPolicy), a rich progress bar, and
     preemption handling while fitting."""
-    from bigtrain.callbacks.peers import PeerWatch
-
     from bigtrain.callbacks.final_step import FinalStep
+    from bigtrain.callbacks.peers import PeerWatch
 
     callbacks: list[Callback] = [PeerWatch()]  # a dead or hung rank: name it, stop the others
     if trainer_config.get("enable_progress_bar", True) is not False:

@@ -1,4 +1,4 @@
-"""The end of a run is validated and checkpointed when `max_steps` stops it inside an epoch, for every family."""
+"""A run that `max_steps` stops inside an epoch is validated and checkpointed at its end, for every family."""
 
 from __future__ import annotations
 
