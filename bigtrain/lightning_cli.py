@@ -71,6 +71,10 @@ class BigtrainCLI(LightningCLIHooks):
 
     def before_instantiate_classes(self) -> None:  # noqa: D102
         cfg = self.config[self.subcommand]
+        # A new directory of its own: `--ckpt_path auto` would find nothing in it (SLURM's job directory
+        # and a launched rank's directory are found again, so they are not new).
+        self.new_run_dir = not cfg.get("run_dir") and not os.environ.get(RUN_DIR_ENV)
+        self.new_run_dir = self.new_run_dir and not os.environ.get("SLURM_JOB_ID")
         cfg["run_dir"] = cfg.get("run_dir") or default_run_dir(cfg.get("recipe_name") or "run")
         self.run_dir = Path(cfg["run_dir"])
 
@@ -106,6 +110,8 @@ class BigtrainCLI(LightningCLIHooks):
             from bigtrain.checkpoints.discover import find_resume_checkpoint
 
             found = find_resume_checkpoint(self.run_dir)
+            if found is None and self.new_run_dir:
+                _refuse_resuming_a_new_run(self.run_dir)
             if found is not None:
                 from bigtrain.checkpoints.load import check_checkpoint
 
@@ -113,6 +119,26 @@ class BigtrainCLI(LightningCLIHooks):
             if found is None and self.trainer.is_global_zero:
                 print(f"no checkpoint in {self.run_dir / 'checkpoints'}: starting fresh")
             cfg["ckpt_path"] = str(found) if found else None
+
+
+def _refuse_resuming_a_new_run(run_dir: Path) -> None:
+    """`--ckpt_path auto` without `--run_dir` names a new directory: point to the run the user meant."""
+    from bigtrain.checkpoints.discover import find_resume_checkpoint
+
+    runs = [p for p in run_dir.parent.iterdir() if p != run_dir] if run_dir.parent.is_dir() else []
+    resumable = [
+        (found.stat().st_mtime, run)
+        for run in runs
+        if (found := find_resume_checkpoint(run, warn=lambda _: None))
+    ]
+    if not resumable:
+        return  # nothing to resume anywhere: start fresh, as the line after this says
+    newest = max(resumable)[1]
+    raise UserError(
+        f"--ckpt_path auto resumes the run directory, and without --run_dir this is a new one; the newest "
+        f"run of this recipe with a checkpoint is {newest}: resume it with "
+        f"`bigtrain fit --config {newest / 'config.yaml'} --ckpt_path auto` (or leave out --ckpt_path auto)"
+    )
 
 
 _CKPT_PATH_WORDS = ("auto", "last", "best", "hpc", "registry")
