@@ -69,6 +69,12 @@ class BigtrainCLI(LightningCLIHooks):
         if self.subcommand is not None:
             _check_global_batch(self.trainer, self.datamodule)
 
+    def after_fit(self) -> None:  # noqa: D102
+        from bigtrain.run_lock import release
+
+        if getattr(self, "lock", None) is not None:
+            release(self.lock)
+
     def before_instantiate_classes(self) -> None:  # noqa: D102
         cfg = self.config[self.subcommand]
         # A new directory of its own: `--ckpt_path auto` would find nothing in it (SLURM's job directory
@@ -119,6 +125,10 @@ class BigtrainCLI(LightningCLIHooks):
             if found is None and self.trainer.is_global_zero:
                 print(f"no checkpoint in {self.run_dir / 'checkpoints'}: starting fresh")
             cfg["ckpt_path"] = str(found) if found else None
+        from bigtrain.run_lock import acquire, launches_rank_zero
+
+        if launches_rank_zero():
+            self.lock = acquire(self.run_dir)  # before config.yaml or a checkpoint is written there
 
 
 def _refuse_resuming_a_new_run(run_dir: Path) -> None:
