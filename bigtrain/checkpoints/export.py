@@ -188,6 +188,24 @@ def _save(obj: Any, out: Path, safetensors: bool) -> None:
             torch.save(obj, tmp)
 
 
+def check_destination(src: Path, out: Path, *, force: bool) -> None:
+    """Refuse an output that would destroy a checkpoint or a folder: the source, any checkpoint (a file with
+    a manifest, a sharded folder, a `.ckpt`), or an existing folder; `force` allows replacing a plain file."""
+    from bigtrain.checkpoints.manifest import manifest_path
+
+    if out.is_dir():
+        raise UserError(f"{out} is a folder; give a file name such as {out / 'model.safetensors'}")
+    if out.exists() and out.resolve() == src.resolve():
+        raise UserError(f"{out} is the checkpoint being exported; give another output name")
+    if not out.exists() and not out.is_symlink():
+        return
+    is_checkpoint = out.suffix == ".ckpt" or manifest_path(out).exists() or out.is_symlink()
+    if is_checkpoint:
+        raise UserError(f"{out} exists and is a checkpoint; bigtrain never overwrites one: give another name")
+    if not force:
+        raise UserError(f"{out} exists; give another name, or --force to replace it")
+
+
 def export(
     source: str | Path,
     out: str | Path,
@@ -196,9 +214,11 @@ def export(
     module_keys: bool = False,
     strict: bool = False,
     config: str | None = None,
+    force: bool = False,
 ) -> Path:
     """Write the consolidated weights (or, with `full`, a whole Lightning checkpoint) of `source` to `out`."""
     src, out = find_source(source), Path(out)
+    check_destination(src, out, force=force)
     safetensors = out.suffix == ".safetensors"
     if full and safetensors:
         raise UserError("--full writes a Lightning checkpoint; name it .ckpt, not .safetensors")

@@ -25,6 +25,7 @@ def _parser() -> OneLineParser:
         "--strict", action="store_true", help="fail (exit 2) unless the keys and shapes match the run's model"
     )
     exp.add_argument("--config", help="config YAML or recipe of the model for --strict (default: the run's)")
+    exp.add_argument("--force", action="store_true", help="replace OUT if it exists (never a checkpoint)")
     return parser
 
 
@@ -34,6 +35,12 @@ def main(argv: list[str]) -> int:
     from bigtrain.checkpoints.export import export
 
     export(
-        args.source, args.out, full=args.full, module_keys=args.module, strict=args.strict, config=args.config
+        args.source,
+        args.out,
+        full=args.full,
+        module_keys=args.module,
+        strict=args.strict,
+        config=args.config,
+        force=args.force,
     )
     return 0
