@@ -39,11 +39,24 @@ class Checkpoints(ModelCheckpointHooks):
         kw.setdefault("monitor", "step" if keep_last > 1 else None)  # the newest K: the K highest steps
         kw.setdefault("mode", "max")
         kw.setdefault("save_last", "link")
+        # A restart into the same run directory replaces `last.ckpt` instead of adding `last-v1.ckpt`.
+        kw.setdefault("enable_version_counter", False)
         super().__init__(dirpath=str(dirpath), save_top_k=keep_last, every_n_train_steps=every_n_steps, **kw)
+        self._resumed_dropped = False
 
     def write_checkpoint(self, trainer: Trainer, filepath: str) -> None:
-        """Save atomically, with the manifest."""
+        """Save atomically, with the manifest; then drop the checkpoint the run resumed from once no policy
+        keeps it (Lightning never deletes that one, so every restart would leave one more than keep_last)."""
         save_atomically(trainer, Path(filepath), weights_only=self.save_weights_only)
+        resumed = trainer.ckpt_path
+        if self._resumed_dropped or not resumed or Path(resumed).parent != Path(self.dirpath or ""):
+            return
+        kept = {Path(filepath)}
+        for callback in trainer.checkpoint_callbacks:
+            kept |= {Path(p) for p in callback.best_k_models}
+        if Path(resumed) not in kept:
+            self._resumed_dropped = True
+            self.delete_checkpoint(trainer, resumed)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: Any, *args: Any, **kwargs: Any) -> None:
         """Saving every N steps, also save the run's final step (`max_steps`), which N may not divide."""
