@@ -272,3 +272,16 @@ def test_sharded_and_micro_batch_counts():
     assert one["trainer"]["strategy"] == {"class_path": "bigtrain.strategies.Single"}
     kept = lay.apply_layout(cfg(fsdp), lay.Layout(nodes=2, devices_per_node=8, accelerator="gpu"), Path("/r"))
     assert kept["trainer"]["strategy"] == fsdp
+
+
+def test_the_readme_slurm_example_trains_the_steps_it_names(tmp_path):
+    """The README's `bigtrain submit slurm` example, as a dry run: 20,000 steps, not the recipe's 3 epochs."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.index("bigtrain submit slurm --recipe cnn/glyphs --trainer.max_steps")
+    command = shlex.split(readme[start : readme.index("```", start)].replace("\\\n", " "))
+    run = tmp_path / "run"
+    result = _bigtrain([*command[1:], "--run-dir", str(run), "--dry-run"], path=os.environ["PATH"])
+    assert result.returncode == 0, result.stderr
+    trainer = yaml.safe_load((run / "config.yaml").read_text())["trainer"]
+    assert (trainer["max_steps"], trainer["max_epochs"]) == (20000, -1)
+    assert (trainer["num_nodes"], trainer["devices"]) == (4, 8)
