@@ -184,8 +184,7 @@ def resume_command(trainer: Trainer) -> str:
 
 def write_metrics(trainer: Trainer) -> None:
     """Write `metrics.json` now, as at the end of a run (the run directory callback, if there is one)."""
-    from bigtrain.callbacks.run_dir import RunDirectory
-
+    # By its method, not its class: run_dir.py builds this callback, so importing it here would be a cycle.
     for callback in trainer.callbacks:
-        if isinstance(callback, RunDirectory):
+        if callable(getattr(callback, "write_metrics", None)):
             callback.write_metrics(trainer)
