@@ -20,5 +20,5 @@ def unknown(what: str, name: str, choices: Iterable[str]) -> UserError:
     """A UserError for an unknown name, suggesting the closest valid one and listing the others."""
     choices = sorted(choices)
     near = closest(name, choices)
-    hint = f"; did you mean '{near}'?" if near else ""
-    return UserError(f"unknown {what} '{name}'{hint} (valid: {', '.join(choices)})")
+    hint = f"; did you mean {near!r}?" if near else ""
+    return UserError(f"unknown {what} {name!r}{hint} (valid: {', '.join(choices)})")

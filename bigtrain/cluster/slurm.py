@@ -236,8 +236,9 @@ def check_partition(partition: str) -> None:
     if result is None or result.returncode != 0:
         return
     names = {line.strip() for line in result.stdout.splitlines() if line.strip()}
-    if names and partition not in names:
-        raise unknown("partition", partition, names)
+    for name in partition.split(","):  # sbatch takes a comma-separated list of partitions
+        if names and name not in names:
+            raise unknown("partition", name, names)
 
 
 def cluster_has_gpus(partition: str | None) -> bool | None:

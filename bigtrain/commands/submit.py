@@ -157,14 +157,14 @@ def submit_slurm(argv: list[str]) -> int:
     args, overrides = slurm_parser().parse_known_args(argv)
     if not args.dry_run and shutil.which("sbatch") is None:
         raise UserError("sbatch not found on PATH: run this on a SLURM login node, or use --dry-run")
-    if args.partition:
-        slurm.check_partition(args.partition)
     cfg, layout = _resolve(
         args, overrides, args.nodes, args.gpus_per_node, lambda: slurm.cluster_has_gpus(args.partition)
     )
     run_dir = new_run_dir(args.recipe, args.run_dir, must_be_new=True)
     job = _slurm_job(args, layout, run_dir)
-    slurm.check_job(job)
+    slurm.check_job(job)  # the values' form first: only a plain name reaches sinfo
+    if args.partition:
+        slurm.check_partition(args.partition)
     existed = run_dir.exists()
     lay.write_config(run_dir, lay.apply_layout(cfg, layout, run_dir))
     script = slurm.render(job)
