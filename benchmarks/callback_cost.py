@@ -1,0 +1,75 @@
+"""Per-step cost of bigtrain's per-step callbacks (non-finite guard, preemption) on a tiny model.
+
+    OMP_NUM_THREADS=1 taskset -c 0 python -m benchmarks.callback_cost --callbacks guard preemption
+
+Times steps with `time.perf_counter()` at `on_train_batch_start` from step 200 on and prints the median in
+ms. Run two builds side by side, each pinned to its own core, and compare the medians (never across days).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from torch.utils.data import DataLoader, TensorDataset
+
+
+class Tiny(LightningModule):
+    """A two-layer MLP with a BatchNorm, so that the guard has buffers to keep."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(32, 64), torch.nn.BatchNorm1d(64), torch.nn.ReLU(), torch.nn.Linear(64, 1)
+        )
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return torch.nn.functional.mse_loss(self.net(x), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.parameters(), lr=1e-3)
+
+
+class StepTimer(Callback):
+    """Records the wall time at the start of every batch."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: D102
+        self.times.append(time.perf_counter())
+
+
+def main() -> None:
+    """Train the tiny model with the chosen callbacks and print the median step time."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=1200)
+    parser.add_argument("--callbacks", nargs="*", default=["guard", "preemption"])
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(64 * 32, 32), torch.randn(64 * 32, 1))
+    timer = StepTimer()
+    callbacks: list[Callback] = [timer]
+    if "guard" in args.callbacks:
+        from bigtrain.callbacks.nonfinite import NonFiniteGuard
+
+        callbacks.append(NonFiniteGuard())
+    if "preemption" in args.callbacks:
+        from bigtrain.callbacks.preemption import Preemption
+
+        callbacks.append(Preemption())
+    trainer = Trainer(
+        max_steps=args.steps, accelerator="cpu", devices=1, callbacks=callbacks, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(Tiny(), DataLoader(data, batch_size=32, shuffle=True))
+    steps = [b - a for a, b in zip(timer.times[200:], timer.times[201:], strict=False)]
+    print(f"{'+'.join(args.callbacks) or 'none'}: median {1e3 * statistics.median(steps):.3f} ms/step")
+
+
+if __name__ == "__main__":
+    main()
