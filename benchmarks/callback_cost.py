@@ -18,13 +18,15 @@ from torch.utils.data import DataLoader, TensorDataset
 
 
 class Tiny(LightningModule):
-    """A two-layer MLP with a BatchNorm, so that the guard has buffers to keep."""
+    """An MLP of `depth` Linear+BatchNorm blocks: tiny compute, a realistic number of parameter tensors."""
 
-    def __init__(self) -> None:
+    def __init__(self, depth: int) -> None:
         super().__init__()
-        self.net = torch.nn.Sequential(
-            torch.nn.Linear(32, 64), torch.nn.BatchNorm1d(64), torch.nn.ReLU(), torch.nn.Linear(64, 1)
-        )
+        blocks = [
+            torch.nn.Sequential(torch.nn.Linear(32, 32), torch.nn.BatchNorm1d(32), torch.nn.ReLU())
+            for _ in range(depth)
+        ]
+        self.net = torch.nn.Sequential(*blocks, torch.nn.Linear(32, 1))
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -48,6 +50,7 @@ def main() -> None:
     """Train the tiny model with the chosen callbacks and print the median step time."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=1200)
+    parser.add_argument("--depth", type=int, default=16, help="blocks (4 parameter tensors each)")
     parser.add_argument("--callbacks", nargs="*", default=["guard", "preemption"])
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -66,7 +69,7 @@ def main() -> None:
         max_steps=args.steps, accelerator="cpu", devices=1, callbacks=callbacks, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
     )  # fmt: skip
-    trainer.fit(Tiny(), DataLoader(data, batch_size=32, shuffle=True))
+    trainer.fit(Tiny(args.depth), DataLoader(data, batch_size=32, shuffle=True))
     steps = [b - a for a, b in zip(timer.times[200:], timer.times[201:], strict=False)]
     print(f"{'+'.join(args.callbacks) or 'none'}: median {1e3 * statistics.median(steps):.3f} ms/step")
 
