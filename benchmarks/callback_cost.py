@@ -3,7 +3,8 @@
     OMP_NUM_THREADS=1 taskset -c 0 python -m benchmarks.callback_cost --callbacks guard preemption
 
 Times steps with `time.perf_counter()` at `on_train_batch_start` from step 200 on and prints the median in
-ms. Run two builds side by side, each pinned to its own core, and compare the medians (never across days).
+ms, and the median time spent inside the chosen callbacks' per-step hooks (less noisy on a busy machine).
+Run two builds side by side, each pinned to its own core, and compare the medians (never across days).
 """
 
 from __future__ import annotations
@@ -37,13 +38,33 @@ class Tiny(LightningModule):
 
 
 class StepTimer(Callback):
-    """Records the wall time at the start of every batch."""
+    """Records the wall time at the start of every batch, and opens the batch's entry in `spent`."""
 
-    def __init__(self) -> None:
+    def __init__(self, spent: list[float]) -> None:
         self.times: list[float] = []
+        self.spent = spent
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: D102
         self.times.append(time.perf_counter())
+        self.spent.append(0.0)
+
+
+HOOKS = ("on_train_batch_start", "on_before_backward", "on_before_optimizer_step", "on_train_batch_end")
+
+
+def time_hooks(callback: Callback, spent: list[float]) -> None:
+    """Add the wall time of each of `callback`'s per-step hooks to `spent[-1]` (one entry per step)."""
+    for name in HOOKS:
+        hook = getattr(callback, name)
+
+        def timed(*args, _hook=hook, **kwargs):
+            start = time.perf_counter()
+            try:
+                return _hook(*args, **kwargs)
+            finally:
+                spent[-1] += time.perf_counter() - start
+
+        setattr(callback, name, timed)
 
 
 def main() -> None:
@@ -55,7 +76,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     data = TensorDataset(torch.randn(64 * 32, 32), torch.randn(64 * 32, 1))
-    timer = StepTimer()
+    spent: list[float] = []
+    timer = StepTimer(spent)
     callbacks: list[Callback] = [timer]
     if "guard" in args.callbacks:
         from bigtrain.callbacks.nonfinite import NonFiniteGuard
@@ -65,13 +87,19 @@ def main() -> None:
         from bigtrain.callbacks.preemption import Preemption
 
         callbacks.append(Preemption())
+    for callback in callbacks[1:]:
+        time_hooks(callback, spent)
     trainer = Trainer(
         max_steps=args.steps, accelerator="cpu", devices=1, callbacks=callbacks, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
     )  # fmt: skip
     trainer.fit(Tiny(args.depth), DataLoader(data, batch_size=32, shuffle=True))
     steps = [b - a for a, b in zip(timer.times[200:], timer.times[201:], strict=False)]
-    print(f"{'+'.join(args.callbacks) or 'none'}: median {1e3 * statistics.median(steps):.3f} ms/step")
+    in_hooks = spent[200:] or [0.0]
+    print(
+        f"{'+'.join(args.callbacks) or 'none'}: median step {1e3 * statistics.median(steps):.3f} ms, "
+        f"median time in their hooks {1e3 * statistics.median(in_hooks):.3f} ms/step"
+    )
 
 
 if __name__ == "__main__":
