@@ -71,10 +71,6 @@ PRIVATE_NAMES: tuple[PrivateName, ...] = (
     PrivateName("lightning.pytorch:Trainer", "_accelerator_connector", on_instance=True),
     PrivateName("lightning.pytorch:LightningModule", "_trainer", on_instance=True),
     PrivateName(_MODEL_PARALLEL, "_device_mesh", on_instance=True),
-    # Fused multi-tensor kernels (what torch's own optimizers and clip_grad_norm_ use): a few kernels for
-    # all gradients or buffers instead of one or two per tensor, on every step.
-    PrivateName("torch", "_foreach_norm"),
-    PrivateName("torch", "_foreach_copy_"),
     PrivateName(_MODEL_PARALLEL, "_data_parallel_size", on_instance=True),
     PrivateName(_MODEL_PARALLEL, "_tensor_parallel_size", on_instance=True),
     PrivateName(_MODEL_PARALLEL, "_configure_launcher"),
@@ -88,6 +84,10 @@ PRIVATE_NAMES: tuple[PrivateName, ...] = (
     PrivateName("torch.nn.modules.batchnorm:_BatchNorm", "_check_input_dim"),
     PrivateName("torch.nn:Conv2d", "_conv_forward"),
     PrivateName("torch:UntypedStorage", "_cdata"),
+    # Fused multi-tensor kernels (what torch's own optimizers and clip_grad_norm_ use): a few kernels for
+    # all gradients or buffers instead of one or two per tensor, on every step.
+    PrivateName("torch", "_foreach_norm"),
+    PrivateName("torch", "_foreach_copy_"),
     PrivateName("torch.distributed.distributed_c10d", "_get_default_store"),
     PrivateName(f"{_DCP}._traverse", "set_element"),
     PrivateName(f"{_DCP}.default_planner", "_EmptyStateDictLoadPlanner"),
