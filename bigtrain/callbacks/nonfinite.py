@@ -82,6 +82,7 @@ class NonFiniteGuard(Callback):
         self._loss_bad: torch.Tensor | None = None
         self._buffers: dict[str, torch.Tensor] = {}
         self._snapshot_due = True
+        self._tracked: list[tuple[str, torch.Tensor]] | None = None
 
     # State -------------------------------------------------------------------------------------------
 
@@ -94,6 +95,15 @@ class NonFiniteGuard(Callback):
 
     # Checks ------------------------------------------------------------------------------------------
 
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Find the persistent buffers once (the module is placed and restored by now), not every step."""
+        # Training updates buffers in place (BatchNorm), so the same tensors are copied at every step.
+        self._tracked = persistent_buffers(pl_module) if self.mode != "off" else None
+        self._buffers = {}  # a snapshot of an earlier fit may have other devices or shapes
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
+        self._tracked = None
+
     def on_train_batch_start(  # noqa: D102
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
@@ -104,19 +114,14 @@ class NonFiniteGuard(Callback):
             self._snapshot_due = False
 
     def _snapshot(self, pl_module: LightningModule) -> None:
-        buffers = dict(persistent_buffers(pl_module))
+        buffers = dict(self._tracked if self._tracked is not None else persistent_buffers(pl_module))
         if not buffers:
             return
-        kept = self._buffers
-        same = kept.keys() == buffers.keys() and all(
-            kept[k].shape == b.shape and kept[k].device == b.device and kept[k].dtype == b.dtype
-            for k, b in buffers.items()
-        )
-        if not same:
+        if self._buffers.keys() != buffers.keys():  # the first step (or buffers that changed)
             self._buffers = {name: buf.detach().clone() for name, buf in buffers.items()}
             return
         with torch.no_grad():  # the same buffers as last step: copy in place, one fused copy
-            copy_each_(list(self._buffers.values()), [b.detach() for b in buffers.values()])
+            copy_each_(list(self._buffers.values()), list(buffers.values()))
 
     def on_before_backward(  # noqa: D102
         self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor
@@ -213,14 +218,16 @@ class NonFiniteGuard(Callback):
 
 def grads_nonfinite(params: list[torch.Tensor]) -> torch.Tensor:
     """1 if any (local shard of a) gradient holds a NaN or Inf, else 0; a 0-d tensor, no host sync."""
-    grads = [_local(p.grad).detach() for p in params if p.grad is not None]
+    grads = [_local(p.grad) for p in params if p.grad is not None]
     if not grads:
         return torch.zeros(())
     # A NaN or Inf anywhere in a gradient makes its max-abs norm non-finite; fused over all of them.
     norms = max_abs_each(grads)
-    if len({(n.device, n.dtype) for n in norms}) > 1:
-        norms = [n.to(grads[0].device, torch.float32) for n in norms]
-    return (~torch.isfinite(torch.stack(norms)).all()).to(torch.int32)
+    try:
+        stacked = torch.stack(norms)  # promotes mixed dtypes
+    except RuntimeError:  # gradients on several devices
+        stacked = torch.stack([n.to(grads[0].device) for n in norms])
+    return (~torch.isfinite(stacked).all()).to(torch.int32)
 
 
 def first_nonfinite(params: list[torch.Tensor]) -> torch.Tensor:
@@ -254,4 +261,10 @@ def parameter_name(module: torch.nn.Module, param: torch.Tensor) -> str:
 
 def _local(tensor: torch.Tensor) -> torch.Tensor:
     # A DTensor (FSDP2, tensor parallel) is checked through this rank's shard; the ranks then agree.
-    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
+    return (
+        tensor
+        if type(tensor) is torch.Tensor
+        else tensor.to_local()
+        if hasattr(tensor, "to_local")
+        else tensor
+    )
