@@ -84,6 +84,10 @@ PRIVATE_NAMES: tuple[PrivateName, ...] = (
     PrivateName("torch.nn.modules.batchnorm:_BatchNorm", "_check_input_dim"),
     PrivateName("torch.nn:Conv2d", "_conv_forward"),
     PrivateName("torch:UntypedStorage", "_cdata"),
+    # Fused multi-tensor kernels (what torch's own optimizers and clip_grad_norm_ use): a few kernels for
+    # all gradients or buffers instead of one or two per tensor, on every step.
+    PrivateName("torch", "_foreach_norm"),
+    PrivateName("torch", "_foreach_copy_"),
     PrivateName("torch.distributed.distributed_c10d", "_get_default_store"),
     PrivateName(f"{_DCP}._traverse", "set_element"),
     PrivateName(f"{_DCP}.default_planner", "_EmptyStateDictLoadPlanner"),
@@ -302,6 +306,17 @@ def own_persistent_buffers(module: torch.nn.Module) -> list[tuple[str, torch.Ten
         for name, buf in module._buffers.items()
         if buf is not None and name not in module._non_persistent_buffers_set
     ]
+
+
+def max_abs_each(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each tensor's largest absolute value (NaN if it holds a NaN), as 0-d tensors, in fused kernels."""
+    # No public fused form; the max norm never overflows where a 2-norm of finite half values could.
+    return list(torch._foreach_norm(tensors, float("inf")))
+
+
+def copy_each_(destinations: list[torch.Tensor], sources: list[torch.Tensor]) -> None:
+    """Copy each source into its destination in place, in fused kernels."""
+    torch._foreach_copy_(destinations, sources)  # no public fused form
 
 
 BatchNormBase = _BatchNorm

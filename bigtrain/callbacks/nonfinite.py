@@ -22,6 +22,20 @@ Works with automatic and manual optimization (the GAN): Lightning calls `on_befo
 inside every `optimizer.step()`. With a fp16 GradScaler, Inf gradients are the scaler's business (it skips
 those steps itself), so only the loss is checked. Step k counts optimizer steps from 1: the update that
 would take `trainer.global_step` from k-1 to k.
+
+What a step costs (the guard runs on every optimizer step, so it is kept to a few kernels):
+
+- The gradients are checked by one fused norm over all of them (a max-abs `_foreach_norm`, a handful of
+  kernels whatever the parameter count) instead of one `isfinite` per parameter: a norm is finite exactly
+  when every element is. The first bad parameter is only looked for, parameter by parameter, on the rare
+  step that is bad.
+- The persistent buffers are copied into storage kept from the first step (one fused copy, no allocation),
+  and only when the module has any.
+- With one process there is no collective at all; with several, one all-reduce of two numbers.
+- One host read of a single flag per step remains in `stop`/`skip` mode. It cannot be deferred without
+  changing what the modes promise: deciding whether step k's update happens (and saving the state before
+  it) needs the answer before the optimizer runs, and the optimizers bigtrain builds (unfused AdamW/SGD)
+  cannot skip a step on the device. `off` does no work and no read.
 """
 
 from __future__ import annotations
@@ -36,7 +50,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from bigtrain.callbacks.checkpoints import checkpoint_folder
 from bigtrain.checkpoints.save import save_atomically
 from bigtrain.errors import UserError
-from bigtrain.lightning_compat import own_persistent_buffers
+from bigtrain.lightning_compat import copy_each_, max_abs_each, own_persistent_buffers
 
 Mode = Literal["skip", "stop", "off"]
 PREFIX = "nonfinite-step="
@@ -68,6 +82,7 @@ class NonFiniteGuard(Callback):
         self._loss_bad: torch.Tensor | None = None
         self._buffers: dict[str, torch.Tensor] = {}
         self._snapshot_due = True
+        self._tracked: list[tuple[str, torch.Tensor]] | None = None
 
     # State -------------------------------------------------------------------------------------------
 
@@ -80,14 +95,33 @@ class NonFiniteGuard(Callback):
 
     # Checks ------------------------------------------------------------------------------------------
 
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Find the persistent buffers once (the module is placed and restored by now), not every step."""
+        # Training updates buffers in place (BatchNorm), so the same tensors are copied at every step.
+        self._tracked = persistent_buffers(pl_module) if self.mode != "off" else None
+        self._buffers = {}  # a snapshot of an earlier fit may have other devices or shapes
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
+        self._tracked = None
+
     def on_train_batch_start(  # noqa: D102
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
         if self.mode != "off" and self._snapshot_due:
             # Forward passes update running statistics (BatchNorm) before any check can run: a bad step's
             # are undone from this copy, taken at the first batch of each optimizer step.
-            self._buffers = {name: buf.detach().clone() for name, buf in persistent_buffers(pl_module)}
+            self._snapshot(pl_module)
             self._snapshot_due = False
+
+    def _snapshot(self, pl_module: LightningModule) -> None:
+        buffers = dict(self._tracked if self._tracked is not None else persistent_buffers(pl_module))
+        if not buffers:
+            return
+        if self._buffers.keys() != buffers.keys():  # the first step (or buffers that changed)
+            self._buffers = {name: buf.detach().clone() for name, buf in buffers.items()}
+            return
+        with torch.no_grad():  # the same buffers as last step: copy in place, one fused copy
+            copy_each_(list(self._buffers.values()), list(buffers.values()))
 
     def on_before_backward(  # noqa: D102
         self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor
@@ -125,13 +159,22 @@ class NonFiniteGuard(Callback):
         """'loss', the index of the first parameter with a non-finite gradient, or None; rank-independent."""
         device = trainer.strategy.root_device
         loss_flag = loss_bad.float().to(device) if loss_bad is not None else torch.zeros((), device=device)
-        first = first_nonfinite(params).to(device=device, dtype=torch.float32)
-        # One all-reduce (and the only host sync): max of (loss is bad anywhere, -first bad gradient index).
-        local = torch.stack([loss_flag, -first])
-        loss_any, neg_first = trainer.strategy.reduce(local, reduce_op="max").tolist()
+        grads_bad = grads_nonfinite(params).to(device=device, dtype=torch.float32)
+        local = torch.stack([loss_flag, grads_bad])
+        if trainer.world_size > 1:
+            # One all-reduce of two numbers: a bad loss or gradient on any rank (a shard, under FSDP2).
+            local = trainer.strategy.reduce(local, reduce_op="max")
+        loss_any, grads_any = local.tolist()  # the one host read: the update below depends on it
         if loss_any > 0:
             return "loss"
-        return int(-neg_first) if -neg_first < len(params) else None
+        if grads_any == 0:
+            return None
+        # A rare bad step: find the first culprit, the same on every rank.
+        first = first_nonfinite(params).to(device=device, dtype=torch.float32)
+        if trainer.world_size > 1:
+            first = -trainer.strategy.reduce(-first, reduce_op="max")
+        index = int(first.item())
+        return index if index < len(params) else None
 
     def _restore_buffers(self, pl_module: LightningModule) -> None:
         with torch.no_grad():
@@ -173,6 +216,20 @@ class NonFiniteGuard(Callback):
         return save_atomically(trainer, checkpoint_folder(trainer) / f"{PREFIX}{step}.ckpt")
 
 
+def grads_nonfinite(params: list[torch.Tensor]) -> torch.Tensor:
+    """1 if any (local shard of a) gradient holds a NaN or Inf, else 0; a 0-d tensor, no host sync."""
+    grads = [_local(p.grad) for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    # A NaN or Inf anywhere in a gradient makes its max-abs norm non-finite; fused over all of them.
+    norms = max_abs_each(grads)
+    try:
+        stacked = torch.stack(norms)  # promotes mixed dtypes
+    except RuntimeError:  # gradients on several devices
+        stacked = torch.stack([n.to(grads[0].device) for n in norms])
+    return (~torch.isfinite(stacked).all()).to(torch.int32)
+
+
 def first_nonfinite(params: list[torch.Tensor]) -> torch.Tensor:
     """Index of the first parameter whose (local shard of the) gradient holds a NaN or Inf, else
     len(params); a 0-d tensor, so that no host sync happens here."""
@@ -204,4 +261,10 @@ def parameter_name(module: torch.nn.Module, param: torch.Tensor) -> str:
 
 def _local(tensor: torch.Tensor) -> torch.Tensor:
     # A DTensor (FSDP2, tensor parallel) is checked through this rank's shard; the ranks then agree.
-    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
+    return (
+        tensor
+        if type(tensor) is torch.Tensor
+        else tensor.to_local()
+        if hasattr(tensor, "to_local")
+        else tensor
+    )

@@ -10,6 +10,11 @@ interrupt a collective or an optimizer step half-way. At the end of the next opt
 votes (any rank that saw the signal stops all of them, so they stop at the same step), the checkpoint is
 written atomically with its manifest, global rank 0 runs `scontrol requeue`, and every
 rank exits. The requeued job starts again with `--ckpt_path auto` and resumes from that checkpoint.
+
+What a step costs: with one process, nothing but reading the flag the handler set (no tensor, no device
+sync). With several, the vote is one all-reduce of one number per optimizer step: a signal can reach one
+rank only, and every rank must stop at the step it arrived, so the ranks have to talk at every step
+boundary; voting less often would let ranks run on past the signal.
 """
 
 from __future__ import annotations
@@ -128,12 +133,19 @@ class Preemption(Callback):
         if trainer.global_step == self._last_step:
             return  # still accumulating gradients: not a step boundary
         self._last_step = trainer.global_step
-        # A collective on every rank at every step, so all ranks agree on the step they stop at; the max
-        # also tells every rank which signal some rank received.
-        local = torch.tensor(float(self.received or 0), device=trainer.strategy.root_device)
-        signum = int(trainer.strategy.reduce(local, reduce_op="max").item())
+        signum = self._agree(trainer)
         if signum:
             self._preempt(trainer, signal.Signals(signum).name)
+
+    def _agree(self, trainer: Trainer) -> int:
+        """The signal some rank received (the same number on every rank), or 0."""
+        if trainer.world_size == 1:
+            return self.received or 0  # a Python flag set by the handler: no tensor, no device sync
+        # Several ranks must stop at the same step, and a signal may reach only one of them (the test in
+        # tests/cluster stops both ranks at the step rank 1 was signalled): one all-reduce per step, whose
+        # max also tells every rank which signal was received.
+        local = torch.tensor(float(self.received or 0), device=trainer.strategy.root_device)
+        return int(trainer.strategy.reduce(local, reduce_op="max").item())
 
     def save(self, trainer: Trainer) -> Path:
         """Save a checkpoint of the current step atomically (every rank calls this); returns its path."""

@@ -11,7 +11,13 @@ from lightning.pytorch import LightningModule, Trainer
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from bigtrain.callbacks.nonfinite import NonFiniteError, NonFiniteGuard, first_nonfinite, persistent_buffers
+from bigtrain.callbacks.nonfinite import (
+    NonFiniteError,
+    NonFiniteGuard,
+    first_nonfinite,
+    grads_nonfinite,
+    persistent_buffers,
+)
 from bigtrain.checkpoints.load import load_checkpoint
 from bigtrain.errors import UserError
 
@@ -223,3 +229,14 @@ def test_first_nonfinite_and_bad_settings():
     assert int(first_nonfinite(params)) == 2
     with pytest.raises(UserError, match="max_skips"):
         NonFiniteGuard("skip", max_skips=-1)
+
+
+def test_grads_nonfinite_flags_any_nan_or_inf_and_not_large_finite_half_values():
+    params = [nn.Parameter(torch.zeros(3, dtype=dtype)) for dtype in (torch.float16, torch.float32)]
+    assert int(grads_nonfinite(params)) == 0  # no gradients at all
+    params[0].grad = torch.full((3,), 60000.0, dtype=torch.float16)  # finite, but its 2-norm overflows
+    params[1].grad = torch.ones(3)
+    assert int(grads_nonfinite(params)) == 0
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        params[1].grad = torch.tensor([1.0, bad, 1.0])
+        assert int(grads_nonfinite(params)) == 1
