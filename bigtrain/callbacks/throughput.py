@@ -141,7 +141,9 @@ class ThroughputMeter(Callback):
             return
         self.averages = self._averages(pl_module, trainer)
         # Lightning's results never hold these names, so the run's averages stay for metrics.json.
-        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in self.averages.items()})
+        trainer.callback_metrics.update(
+            {k: torch.tensor(v, dtype=torch.float64) for k, v in self.averages.items()}
+        )
         if trainer.is_global_zero:
             print(self.summary(trainer.global_step - self.first_step), flush=True)
 
@@ -198,9 +200,10 @@ class ThroughputMeter(Callback):
                 rates["perf/mfu"] = mfu
         for logger in trainer.loggers:
             logger.log_metrics(rates, step=trainer.global_step)
-        bar = {"tok/s" if self.sequence else "samples/s": round(rates.get(f"perf/{self._unit()}_per_s", 0))}
+        rate = rates.get(f"perf/{self._unit()}_per_s", 0.0)
+        bar = {"tok/s" if self.sequence else "samples/s": f"{rate:,.0f}"}
         if "perf/mfu" in rates:
-            bar["mfu%"] = round(100 * rates["perf/mfu"], 1)
+            bar["mfu"] = f"{100 * rates['perf/mfu']:.1f}%"
         # Lightning's results never hold these names, so they stay on the bar until the next report.
         trainer.progress_bar_metrics.update(bar)
 

@@ -41,7 +41,9 @@ def test_every_family_reports_throughput_mfu_and_memory(recipe, bigtrain_cmd, tm
     expected = PERF + (["perf/tokens_per_s", "perf/device/tokens_per_s"] if sequence else [])
     metrics = json.loads((run / "metrics.json").read_text())
     assert all(metrics.get(name, 0) > 0 for name in expected), metrics
-    assert 0 < metrics["perf/mfu"] < 1
+    # MFU: achieved FLOP/s over the CPU's matmul peak, measured in this run and cached.
+    (peak,) = json.loads((tmp_path / "cache" / "bigtrain" / "cpu_peak_flops.json").read_text()).values()
+    assert metrics["perf/mfu"] == pytest.approx(metrics["perf/tflops_per_s"] * 1e12 / peak, rel=1e-5)
     events = EventAccumulator(str(run)).Reload()
     for name in expected:
         values = [e.value for e in events.Scalars(name)]
@@ -49,7 +51,6 @@ def test_every_family_reports_throughput_mfu_and_memory(recipe, bigtrain_cmd, tm
     lines = [line for line in result.stdout.splitlines() if "steps in" in line]
     assert len(lines) == 1 and SUMMARY.match(lines[0]), result.stdout[-1500:]
     assert ("tokens/s" in lines[0]) == sequence
-    assert (tmp_path / "cache" / "bigtrain" / "cpu_peak_flops.json").is_file()  # the measured CPU peak
 
 
 def test_batch_counts_tokens_only_for_token_ids():
@@ -155,3 +156,63 @@ def test_training_is_bit_identical_with_and_without_the_meter(build, tmp_path, m
     assert plain.keys() == measured.keys()
     assert all(torch.equal(plain[k], measured[k]) for k in plain)
     assert all(plain_metrics[k] == measured_metrics[k] for k in plain_metrics)
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        ("NVIDIA H200", "h200"),
+        ("NVIDIA H200 NVL", "h200 nvl"),
+        ("NVIDIA H100 80GB HBM3", "h100"),
+        ("NVIDIA H100 PCIe", "h100 pcie"),
+        ("NVIDIA H100 NVL", "h100 nvl"),
+        ("NVIDIA A100-SXM4-80GB", "a100"),
+        ("NVIDIA B200", "b200"),
+        ("NVIDIA L40S", "l40s"),
+        ("NVIDIA L4", None),
+    ],
+)
+def test_gpu_names_find_their_dense_peak_row(name, key):
+    from bigtrain.callbacks.peak_flops import table_key
+
+    assert table_key(name) == key
+
+
+def test_gpu_peak_is_dense_and_follows_the_precision(monkeypatch):
+    from bigtrain.callbacks import peak_flops as peaks
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    cuda = torch.device("cuda", 0)
+    assert peaks.peak_flops(cuda, "bf16-mixed") == pytest.approx(989.4e12)
+    assert peaks.peak_flops(cuda, "16-mixed") == pytest.approx(989.4e12)
+    monkeypatch.setattr(torch, "get_float32_matmul_precision", lambda: "high")
+    assert peaks.peak_flops(cuda, "32-true") == pytest.approx(494.7e12)  # TF32 tensor cores
+    monkeypatch.setattr(torch, "get_float32_matmul_precision", lambda: "highest")
+    assert peaks.peak_flops(cuda, "32-true") == pytest.approx(66.9e12)
+    assert peaks.peak_flops(cuda, "bf16-mixed", override_tflops=790.0) == pytest.approx(790e12)
+
+
+def test_cpu_peak_is_measured_once_and_cached(tmp_path, monkeypatch):
+    from bigtrain.callbacks import peak_flops as peaks
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    calls = []
+    monkeypatch.setattr(peaks, "measure_matmul_flops", lambda: calls.append(1) or 5e10)
+    assert peaks.peak_flops(torch.device("cpu"), "32-true") == 5e10
+    assert peaks.peak_flops(torch.device("cpu"), "32-true") == 5e10
+    assert len(calls) == 1
+    cached = json.loads((tmp_path / "bigtrain" / "cpu_peak_flops.json").read_text())
+    assert list(cached.values()) == [5e10] and f"torch {torch.__version__}" in next(iter(cached))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 97)  # another thread count: measured anew
+    peaks.peak_flops(torch.device("cpu"), "32-true")
+    assert len(calls) == 2
+
+
+def test_a_bad_peak_override_is_one_line(bigtrain_cmd, tmp_path):
+    result = bigtrain_cmd(
+        "fit", "--recipe", "cnn/glyphs", "--throughput.peak_tflops", "0", "--run_dir", str(tmp_path)
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "bigtrain: error: throughput.peak_tflops must be > 0 or null, got 0.0"
+    )
