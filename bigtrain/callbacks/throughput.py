@@ -27,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from bigtrain.callbacks.peak_flops import peak_flops
 from bigtrain.errors import UserError
 from bigtrain.lightning_compat import cpu_attention_flop_formulas
+from bigtrain.strategies import data_parallel
 
 GIB = 2**30
 
@@ -82,7 +83,12 @@ class ThroughputMeter(Callback):
         self._paused_at: float | None = None
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
-        self.world = trainer.world_size
+        # Totals count each data-parallel rank's batch once: tensor-parallel peers share theirs.
+        self.world, _ = data_parallel(trainer)
+        self.devices = trainer.world_size
+        # Under tensor parallelism FlopCounterMode counts each sharded matrix product at its full size, so
+        # no count is better than a wrong one.
+        self.count_flops = self.devices == self.world
         self.every = trainer.log_every_n_steps
         # Only global rank 0 reports, so only it needs the peak (on a CPU, a short benchmark).
         self.peak = None
@@ -100,7 +106,7 @@ class ThroughputMeter(Callback):
     def on_train_batch_start(  # noqa: D102
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        if self.flops_per_batch is None and self._counter is None:
+        if self.t0 is None and self._counter is None and self.count_flops:
             self._counter = FlopCounterMode(display=False, custom_mapping=cpu_attention_flop_formulas())
             self._counter.__enter__()
 
@@ -108,19 +114,15 @@ class ThroughputMeter(Callback):
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         samples, tokens = batch_counts(batch)
-        if self._counter is not None:
+        if self.t0 is None:
             self._stop_counting()
             self.sequence = tokens > 0
             self.t0 = self._now(pl_module)
             self.meter.update(time=0.0, batches=0, samples=0, lengths=0 if self.sequence else None, flops=0)
             return
-        if self.t0 is None:
-            return
-        self.batches, self.samples, self.tokens = (
-            self.batches + 1,
-            self.samples + samples,
-            self.tokens + tokens,
-        )
+        self.batches += 1
+        self.samples += samples
+        self.tokens += tokens
         if self.every and self.batches % self.every == 0:
             self._update(pl_module, self.every)
             if trainer.is_global_zero:
@@ -137,7 +139,7 @@ class ThroughputMeter(Callback):
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
         self._stop_counting()
-        if self.flops_per_batch is None:
+        if self.t0 is None:
             return
         self.averages = self._averages(pl_module, trainer)
         # Lightning's results never hold these names, so the run's averages stay for metrics.json.
@@ -234,7 +236,7 @@ class ThroughputMeter(Callback):
             parts.append(f"{rate:,.0f} {self._unit()}/s")
         if (tflops := avg.get("perf/tflops_per_s")) is not None:
             rate = f"{tflops:.3g} TFLOP/s" if tflops >= 1 else f"{1000 * tflops:.3g} GFLOP/s"
-            parts.append(rate + (" per device" if self.world > 1 else ""))
+            parts.append(rate + (" per device" if self.devices > 1 else ""))
         if (mfu := avg.get("perf/mfu")) is not None:
             parts.append(f"MFU {100 * mfu:.1f}%")
         parts.append(f"peak {avg['perf/peak_mem_gib']:.1f} GiB")
