@@ -1,8 +1,9 @@
 """Throughput, FLOPs, MFU and peak memory of a fit, in TensorBoard, the progress bar and `metrics.json`.
 
-FLOPs. The first training batch runs under torch's `FlopCounterMode`: the count is that of the real step
-(forward, loss and backward, and for a GAN its discriminator and generator steps together), so nothing runs
-twice and training is unchanged. Times every batch of the run costs the same (fixed shapes).
+FLOPs. The first training batch runs under torch's `FlopCounterMode` (for a GAN that takes a generator step
+every k batches, the first k): the count is that of the real steps (forward, loss and backward; for a GAN its
+discriminator and generator steps together), so nothing runs twice and training is unchanged. Every batch of
+the run is taken to cost the same (fixed shapes); an optimizer step costs `accumulate_grad_batches` of them.
 
 Timing. The clock starts after that first batch (which also carries warm-up) and stops while validating.
 It is read only every `log_every_n_steps` batches, with one device synchronisation there, so the steps in
@@ -102,11 +103,14 @@ class ThroughputMeter(Callback):
         self.batches = self.samples = self.tokens = 0
         self.averages: dict[str, float] = {}
         self.sequence = False
+        self._counted = self._to_count = 0
 
     def on_train_batch_start(  # noqa: D102
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
         if self.t0 is None and self._counter is None and self.count_flops:
+            # A GAN with d_steps_per_g_step k repeats its pattern of D and G steps every k batches.
+            self._counted, self._to_count = 0, max(1, int(getattr(pl_module, "d_steps_per_g_step", 1)))
             self._counter = FlopCounterMode(display=False, custom_mapping=cpu_attention_flop_formulas())
             self._counter.__enter__()
 
@@ -115,6 +119,9 @@ class ThroughputMeter(Callback):
     ) -> None:
         samples, tokens = batch_counts(batch)
         if self.t0 is None:
+            self._counted += 1
+            if self._counter is not None and self._counted < self._to_count:
+                return  # the clock starts once every batch of the pattern is counted
             self._stop_counting()
             self.sequence = tokens > 0
             self.t0 = self._now(pl_module)
@@ -157,7 +164,7 @@ class ThroughputMeter(Callback):
     def _stop_counting(self) -> None:
         if self._counter is not None:
             self._counter.__exit__(None, None, None)
-            self.flops_per_batch = int(self._counter.get_total_flops())
+            self.flops_per_batch = int(self._counter.get_total_flops()) // max(1, self._counted)
             self._counter = None
 
     @staticmethod

@@ -216,3 +216,46 @@ def test_a_bad_peak_override_is_one_line(bigtrain_cmd, tmp_path):
     assert result.stderr.strip().splitlines()[-1] == (
         "bigtrain: error: throughput.peak_tflops must be > 0 or null, got 0.0"
     )
+
+
+def _gan_flops(tmp_path, **module_args) -> int:
+    from bigtrain.data import ImageDataModule
+    from bigtrain.models.gan import DCGANModule
+
+    seed_everything(0)
+    data = ImageDataModule(source="glyphs", num_samples=64, batch_size=16)
+    meter = ThroughputMeter()
+    _fit(DCGANModule(net={"preset": "tiny"}, **module_args), data, 4, [meter])
+    return meter.flops_per_batch
+
+
+def test_gan_counts_its_discriminator_and_generator_steps_together(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    both = _gan_flops(tmp_path)  # every batch: a D step and a G step
+    d_only = _gan_flops(tmp_path, d_steps_per_g_step=100)  # 4 batches, D steps only
+    every_other = _gan_flops(tmp_path, d_steps_per_g_step=2)  # a D step, then a D and a G step
+    # The last counts both batches of its pattern: per batch, the mean of a D-only and a D-and-G batch.
+    assert 0 < d_only < both
+    assert every_other == pytest.approx((d_only + both) / 2, rel=1e-6)
+
+
+def test_flops_per_optimizer_step_include_accumulated_batches(tmp_path, monkeypatch):
+    from bigtrain.data import ImageDataModule
+    from bigtrain.models.cnn import ResNetClassifier
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    data = ImageDataModule(source="glyphs", num_samples=128, batch_size=16)
+    meter = ThroughputMeter()
+    trainer = Trainer(
+        accelerator="cpu",
+        max_steps=2,
+        accumulate_grad_batches=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[meter],
+    )
+    trainer.fit(ResNetClassifier(net={"preset": "tiny"}), datamodule=data)
+    assert trainer.callback_metrics["perf/flops_per_step"] == 2 * meter.flops_per_batch > 0
