@@ -259,3 +259,25 @@ def test_flops_per_optimizer_step_include_accumulated_batches(tmp_path, monkeypa
     )
     trainer.fit(ResNetClassifier(net={"preset": "tiny"}), datamodule=data)
     assert trainer.callback_metrics["perf/flops_per_step"] == 2 * meter.flops_per_batch > 0
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize(
+    ("strategy", "data_parallel"),
+    [
+        (["--trainer.strategy", "ddp"], 2),
+        (["--trainer.strategy", "fsdp", "--trainer.strategy.tensor_parallel_size", "2"], 1),
+    ],
+    ids=["ddp", "tensor-parallel"],
+)
+def test_totals_count_each_data_parallel_batch_once(strategy, data_parallel, bigtrain_cmd, tmp_path):
+    run = tmp_path / "run"
+    args = ["fit", "--recipe", "transformer/builtin-char", *COMMON, *CASES["transformer/builtin-char"]]
+    result = bigtrain_cmd(*args, "--trainer.devices", "2", *strategy, "--run_dir", str(run))
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    per_device = metrics["perf/device/tokens_per_s"]
+    assert metrics["perf/tokens_per_s"] == pytest.approx(data_parallel * per_device)
+    # Under tensor parallelism the counter would count sharded products at full size: no FLOPs, no MFU.
+    assert ("perf/mfu" in metrics) == (data_parallel == 2)
+    assert ("perf/flops_per_step" in metrics) == (data_parallel == 2)
