@@ -281,3 +281,30 @@ def test_totals_count_each_data_parallel_batch_once(strategy, data_parallel, big
     # Under tensor parallelism the counter would count sharded products at full size: no FLOPs, no MFU.
     assert ("perf/mfu" in metrics) == (data_parallel == 2)
     assert ("perf/flops_per_step" in metrics) == (data_parallel == 2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_gpu_run_reports_mfu_against_the_dense_bf16_peak(tmp_path):
+    from bigtrain.callbacks.peak_flops import DENSE_TFLOPS, table_key
+
+    module, data = _gpt(batch_size=16)
+    meter = ThroughputMeter()
+    trainer = Trainer(
+        accelerator="cuda",
+        devices=1,
+        precision="bf16-mixed",
+        max_steps=6,
+        log_every_n_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+        callbacks=[meter],
+    )
+    trainer.fit(module, datamodule=data)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    assert metrics["perf/flops_per_step"] > 0 and 0 < metrics["perf/mfu"] < 1, metrics
+    assert 0 < metrics["perf/peak_mem_gib"] <= torch.cuda.max_memory_allocated() / 2**30
+    if (key := table_key(torch.cuda.get_device_name())) is not None:
+        assert meter.peak == pytest.approx(DENSE_TFLOPS[key][2] * 1e12)  # the bf16 column
