@@ -48,6 +48,10 @@ class BigtrainCLI(LightningCLIHooks):
 
         # `--checkpoint.keep_last K`, `--checkpoint.every_n_steps N`, `--checkpoint.best METRIC|auto|null`.
         parser.add_class_arguments(CheckpointPolicy, "checkpoint")
+        from bigtrain.callbacks.throughput import ThroughputMeter
+
+        # `--throughput.peak_tflops T` (MFU on devices the table lacks), `--throughput.enabled false`.
+        parser.add_class_arguments(ThroughputMeter, "throughput")
 
     def check_ckpt_path(self) -> None:
         """Vet `--ckpt_path FILE|DIR` before anything loads it: one line if missing, unsafe or corrupt."""
@@ -95,9 +99,15 @@ class BigtrainCLI(LightningCLIHooks):
 
             config["logger"] = TensorBoardLogger(save_dir=str(self.run_dir), name="", version="")
         extra = [RunDirectory(self.run_dir, self.subcommand)]
-        policy = self.config_init[self.subcommand].get("checkpoint") if self.subcommand else None
+        init = self.config_init[self.subcommand] if self.subcommand else {}
+        policy, throughput = init.get("checkpoint"), init.get("throughput")
         extra += default_callbacks(
-            self.run_dir, config, fitting=self.subcommand == "fit", policy=policy, module=self.model
+            self.run_dir,
+            config,
+            fitting=self.subcommand == "fit",
+            policy=policy,
+            module=self.model,
+            throughput=throughput,
         )
         config["callbacks"] = list(config.get("callbacks") or []) + extra
         if not config.get("plugins"):

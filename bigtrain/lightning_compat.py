@@ -92,6 +92,9 @@ PRIVATE_NAMES: tuple[PrivateName, ...] = (
     PrivateName(f"{_DCP}._traverse", "set_element"),
     PrivateName(f"{_DCP}.default_planner", "_EmptyStateDictLoadPlanner"),
     PrivateName(f"{_DCP}.state_dict_loader", "_load_state_dict"),
+    # FLOP formulas for CPU flash attention, which FlopCounterMode's table lacks (it has the CUDA kernels).
+    PrivateName("torch:ops.aten", "_scaled_dot_product_flash_attention_for_cpu"),
+    PrivateName("torch:ops.aten", "_scaled_dot_product_flash_attention_for_cpu_backward"),
     # Named inside files torch writes, so the checkpoint unpicklers allow them (safe_load, consolidate).
     PrivateName("torch.serialization", "_get_layout"),
     PrivateName(f"{_DCP}.filesystem", "_StorageInfo"),
@@ -366,3 +369,29 @@ def load_without_process_group(state: dict[str, Any], reader: Any, planner: Any)
     from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 
     _load_state_dict(state, storage_reader=reader, planner=planner, no_dist=True)
+
+
+# ---- FLOP counting ---------------------------------------------------------------------------------------
+
+
+def cpu_attention_flop_formulas() -> dict[Any, Callable[..., int]]:
+    """`FlopCounterMode(custom_mapping=...)` entries counting CPU flash attention as torch counts CUDA's.
+
+    torch's FLOP table names only the CUDA attention kernels, so on a CPU a transformer's attention would
+    count as zero FLOPs; the CPU kernels are private aten ops.
+    """
+    from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
+
+    def forward(query_shape, key_shape, value_shape, *args: Any, out_shape: Any = None, **kw: Any) -> int:
+        return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    def backward(
+        grad_shape, query_shape, key_shape, value_shape, *args: Any, out_shape: Any = None, **kw: Any
+    ) -> int:
+        return sdpa_backward_flop_count(grad_shape, query_shape, key_shape, value_shape)
+
+    aten = torch.ops.aten
+    return {
+        aten._scaled_dot_product_flash_attention_for_cpu: forward,
+        aten._scaled_dot_product_flash_attention_for_cpu_backward: backward,
+    }

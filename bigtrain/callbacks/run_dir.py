@@ -66,10 +66,16 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def default_callbacks(
-    run_dir: Path, trainer_config: dict[str, Any], *, fitting: bool, policy: Any = None, module: Any = None
+    run_dir: Path,
+    trainer_config: dict[str, Any],
+    *,
+    fitting: bool,
+    policy: Any = None,
+    module: Any = None,
+    throughput: Any = None,
 ) -> list[Callback]:
     """Checkpoints into <run_dir>/checkpoints (by `policy`, a CheckpointPolicy), a rich progress bar, and
-    preemption handling while fitting."""
+    preemption handling and throughput/MFU (`throughput`, a ThroughputMeter) while fitting."""
     from bigtrain.callbacks.final_step import FinalStep
     from bigtrain.callbacks.peers import PeerWatch
 
@@ -93,4 +99,9 @@ def default_callbacks(
 
         callbacks.append(ResumeState())  # RNG states in checkpoints: exact mid-epoch resume
         callbacks.append(Preemption())  # SIGUSR1/SIGTERM: save at a step boundary, requeue
+        from bigtrain.callbacks.throughput import ThroughputMeter
+
+        throughput = throughput or ThroughputMeter()
+        if throughput.enabled:
+            callbacks.append(throughput)  # samples/tokens per second, FLOPs, MFU, peak memory
     return callbacks
