@@ -48,6 +48,10 @@ class BigtrainCLI(LightningCLIHooks):
 
         # `--checkpoint.keep_last K`, `--checkpoint.every_n_steps N`, `--checkpoint.best METRIC|auto|null`.
         parser.add_class_arguments(CheckpointPolicy, "checkpoint")
+        from bigtrain.callbacks.progress import ProgressLog
+
+        # `--progress.every_n_steps N` / `--progress.every_s S`: plain lines when stdout is not a terminal.
+        parser.add_class_arguments(ProgressLog, "progress")
 
     def check_ckpt_path(self) -> None:
         """Vet `--ckpt_path FILE|DIR` before anything loads it: one line if missing, unsafe or corrupt."""
@@ -95,9 +99,14 @@ class BigtrainCLI(LightningCLIHooks):
 
             config["logger"] = TensorBoardLogger(save_dir=str(self.run_dir), name="", version="")
         extra = [RunDirectory(self.run_dir, self.subcommand)]
-        policy = self.config_init[self.subcommand].get("checkpoint") if self.subcommand else None
+        init = self.config_init[self.subcommand] if self.subcommand else {}
         extra += default_callbacks(
-            self.run_dir, config, fitting=self.subcommand == "fit", policy=policy, module=self.model
+            self.run_dir,
+            config,
+            fitting=self.subcommand == "fit",
+            policy=init.get("checkpoint"),
+            module=self.model,
+            progress=init.get("progress"),
         )
         config["callbacks"] = list(config.get("callbacks") or []) + extra
         if not config.get("plugins"):
@@ -273,6 +282,9 @@ def run(command: str, args: list[str]) -> int:
     """Run `bigtrain <command> <args>` through LightningCLI."""
     owns_env = RUN_DIR_ENV not in os.environ
     _lightning_info_to_stdout()
+    from bigtrain.quiet import silence_known_noise
+
+    silence_known_noise()
     _check_yaml_files(args)
     try:
         _cli(command, args)

@@ -66,18 +66,24 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def default_callbacks(
-    run_dir: Path, trainer_config: dict[str, Any], *, fitting: bool, policy: Any = None, module: Any = None
+    run_dir: Path,
+    trainer_config: dict[str, Any],
+    *,
+    fitting: bool,
+    policy: Any = None,
+    module: Any = None,
+    progress: Any = None,
 ) -> list[Callback]:
-    """Checkpoints into <run_dir>/checkpoints (by `policy`, a CheckpointPolicy), a rich progress bar, and
-    preemption handling while fitting."""
+    """Checkpoints into <run_dir>/checkpoints (by `policy`, a CheckpointPolicy), progress (a rich bar in a
+    terminal, else `progress`, a ProgressLog), and preemption handling while fitting."""
     from bigtrain.callbacks.final_step import FinalStep
     from bigtrain.callbacks.peers import PeerWatch
 
     callbacks: list[Callback] = [PeerWatch()]  # a dead or hung rank: name it, stop the others
     if trainer_config.get("enable_progress_bar", True) is not False:
-        from lightning.pytorch.callbacks import RichProgressBar
+        from bigtrain.callbacks.progress import progress_callbacks
 
-        callbacks.append(RichProgressBar(leave=True))
+        callbacks += progress_callbacks(trainer_config, progress)
     if fitting and trainer_config.get("enable_checkpointing", True) is not False:
         user = [c for c in trainer_config.get("callbacks") or [] if isinstance(c, ModelCheckpoint)]
         if not user:

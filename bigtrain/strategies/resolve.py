@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bigtrain.errors import UserError
+from bigtrain.errors import UserError, closest
 
 STRATEGY_CLASSES: dict[str, str] = {
     "single": "bigtrain.strategies.Single",
@@ -95,7 +95,28 @@ def _from_name(value: str, trainer_config: dict[str, Any], model: Any, datamodul
             f"trainer.strategy '{value}' is Lightning's FSDP1; use 'fsdp' (FSDP2, with options such as "
             f"--trainer.strategy.cpu_offload true)"
         )
+    _check_known(value)
     return value
+
+
+def _check_known(value: str) -> None:
+    """One line for a name neither bigtrain nor Lightning knows, suggesting the nearest (`dpp` -> `ddp`)."""
+    from lightning.pytorch.strategies import FSDPStrategy, StrategyRegistry
+
+    if "." in value:
+        return  # a class path: jsonargparse or Lightning says whether it imports
+    fsdp1 = set(FSDPStrategy.get_registered_strategies())
+    lightning = sorted(n for n in StrategyRegistry.available_strategies() if n not in fsdp1)
+    if value in lightning:
+        return
+    near = closest(value.lower(), [*STRATEGY_NAMES, *lightning])
+    hint = f"; did you mean '{near}'?" if near else ""
+    valid = ", ".join(sorted(STRATEGY_NAMES))
+    # Lightning's ~30 registered names would drown bigtrain's; name two and where the rest are.
+    raise UserError(
+        f"unknown strategy '{value}'{hint} (valid: {valid}, or a name in Lightning's StrategyRegistry "
+        f"such as ddp_spawn or deepspeed)"
+    )
 
 
 def check_tensor_parallel(tp_size: int, model: Any, datamodule: Any) -> None:
