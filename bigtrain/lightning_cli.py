@@ -11,9 +11,21 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser
 
 from bigtrain.errors import UserError
-from bigtrain.lightning_compat import LightningCLIHooks, argument_dests, building_trainer, subcommand_parser
+from bigtrain.lightning_compat import (
+    LightningCLIHooks,
+    argument_dests,
+    building_trainer,
+    set_argument_help,
+    subcommand_parser,
+)
 from bigtrain.parse_errors import one_line
 from bigtrain.run_names import RUN_DIR_ENV, default_run_dir, run_name
+
+CKPT_PATH_HELP = (
+    "Checkpoint to start from: a .ckpt file or a sharded checkpoint folder; `auto` resumes the newest "
+    "checkpoint of --run_dir (starting fresh when there is none); `last`/`best` are Lightning's. "
+    "(type: str | null, default: null)"
+)
 
 
 class BigtrainCLI(LightningCLIHooks):
@@ -22,6 +34,10 @@ class BigtrainCLI(LightningCLIHooks):
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:  # noqa: D102
         import warnings
 
+        for command in ("fit", "validate", "test", "predict"):
+            sub = subcommand_parser(parser, command)
+            if sub is not None:
+                set_argument_help(sub, "ckpt_path", CKPT_PATH_HELP)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*args parameter is intended")
             try:
@@ -227,7 +243,19 @@ def _cli(command: str, args: list[str], cls: type[BigtrainCLI] = BigtrainCLI) ->
         "save_config_kwargs": {"overwrite": True, "config_filename": "config.yaml"},
         "auto_configure_optimizers": False,
     }
-    argv = [command, *expand_recipe(args)]
+    from bigtrain.help_pages import help_pages
+
+    pages = help_pages([command, *expand_recipe(args)])
+    for page in pages[:-1]:  # each help page but the last ends in SystemExit(0): print the next one too
+        try:
+            _build(cls, page, kwargs)
+        except SystemExit as done:
+            if done.code not in (0, None):
+                raise
+    return _build(cls, pages[-1], kwargs)
+
+
+def _build(cls: type[BigtrainCLI], argv: list[str], kwargs: dict[str, Any]) -> BigtrainCLI:
     try:
         return cls(
             LightningModule,
@@ -237,8 +265,20 @@ def _cli(command: str, args: list[str], cls: type[BigtrainCLI] = BigtrainCLI) ->
             args=argv,
             **kwargs,
         )
+    except SystemExit as done:
+        _print_presets(argv)  # after `--model.help CLASS`: the preset names the page cannot list
+        raise done
     except Exception as err:  # jsonargparse raises ArgumentError; unwrap user errors from instantiation
         raise _as_user_error(err) from err
+
+
+def _print_presets(argv: list[str]) -> None:
+    from bigtrain.help_pages import presets_line
+
+    if "--model.help" in argv[:-1]:
+        line = presets_line(argv[argv.index("--model.help") + 1])
+        if line:
+            print(f"\n{line}")
 
 
 def _as_user_error(err: BaseException) -> BaseException:

@@ -26,16 +26,22 @@ _OPTION = "--trainer.strategy"
 
 
 def expand_strategy_argv(args: list[str]) -> list[str]:
-    """Rewrite `--trainer.strategy single|ddp|fsdp` (or `=fsdp`) to the class path, so options may follow."""
+    """Rewrite `--trainer.strategy single|ddp|fsdp` (or `=fsdp`, or `--trainer.strategy.help fsdp`) to its
+    class path, so options may follow."""
     out, i = [], 0
     while i < len(args):
         arg = args[i]
-        if arg == _OPTION and i + 1 < len(args) and args[i + 1].lower() in STRATEGY_CLASSES:
+        if (
+            arg in (_OPTION, _OPTION + ".help")
+            and i + 1 < len(args)
+            and args[i + 1].lower() in STRATEGY_CLASSES
+        ):
             out += [arg, STRATEGY_CLASSES[args[i + 1].lower()]]
             i += 2
             continue
-        if arg.startswith(_OPTION + "=") and arg.split("=", 1)[1].lower() in STRATEGY_CLASSES:
-            arg = f"{_OPTION}={STRATEGY_CLASSES[arg.split('=', 1)[1].lower()]}"
+        flag, _, name = arg.partition("=")
+        if flag in (_OPTION, _OPTION + ".help") and name.lower() in STRATEGY_CLASSES:
+            arg = f"{flag}={STRATEGY_CLASSES[name.lower()]}"
         out.append(arg)
         i += 1
     return out
