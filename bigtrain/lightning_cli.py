@@ -11,9 +11,21 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser
 
 from bigtrain.errors import UserError
-from bigtrain.lightning_compat import LightningCLIHooks, argument_dests, building_trainer, subcommand_parser
+from bigtrain.lightning_compat import (
+    LightningCLIHooks,
+    argument_dests,
+    building_trainer,
+    set_argument_help,
+    subcommand_parser,
+)
 from bigtrain.parse_errors import one_line
 from bigtrain.run_names import RUN_DIR_ENV, default_run_dir, run_name
+
+CKPT_PATH_HELP = (
+    "Checkpoint to start from: a .ckpt file or a sharded checkpoint folder; `auto` resumes the newest "
+    "checkpoint of --run_dir (starting fresh when there is none); `last`/`best` are Lightning's. "
+    "(type: str | null, default: null)"
+)
 
 
 class BigtrainCLI(LightningCLIHooks):
@@ -22,6 +34,10 @@ class BigtrainCLI(LightningCLIHooks):
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:  # noqa: D102
         import warnings
 
+        for command in ("fit", "validate", "test", "predict"):
+            sub = subcommand_parser(parser, command)
+            if sub is not None:
+                set_argument_help(sub, "ckpt_path", CKPT_PATH_HELP)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*args parameter is intended")
             try:
@@ -52,6 +68,11 @@ class BigtrainCLI(LightningCLIHooks):
 
         # `--throughput.peak_tflops T` (MFU on devices the table lacks), `--throughput.enabled false`.
         parser.add_class_arguments(ThroughputMeter, "throughput")
+
+        from bigtrain.callbacks.progress import ProgressLog
+
+        # `--progress.every_n_steps N` / `--progress.every_s S`: plain lines when stdout is not a terminal.
+        parser.add_class_arguments(ProgressLog, "progress")
 
     def check_ckpt_path(self) -> None:
         """Vet `--ckpt_path FILE|DIR` before anything loads it: one line if missing, unsafe or corrupt."""
@@ -100,14 +121,14 @@ class BigtrainCLI(LightningCLIHooks):
             config["logger"] = TensorBoardLogger(save_dir=str(self.run_dir), name="", version="")
         extra = [RunDirectory(self.run_dir, self.subcommand)]
         init = self.config_init[self.subcommand] if self.subcommand else {}
-        policy, throughput = init.get("checkpoint"), init.get("throughput")
         extra += default_callbacks(
             self.run_dir,
             config,
             fitting=self.subcommand == "fit",
-            policy=policy,
+            policy=init.get("checkpoint"),
             module=self.model,
-            throughput=throughput,
+            throughput=init.get("throughput"),
+            progress=init.get("progress"),
         )
         config["callbacks"] = list(config.get("callbacks") or []) + extra
         if not config.get("plugins"):
@@ -228,7 +249,19 @@ def _cli(command: str, args: list[str], cls: type[BigtrainCLI] = BigtrainCLI) ->
         "save_config_kwargs": {"overwrite": True, "config_filename": "config.yaml"},
         "auto_configure_optimizers": False,
     }
-    argv = [command, *expand_recipe(args)]
+    from bigtrain.help_pages import help_pages
+
+    pages = help_pages([command, *expand_recipe(args)])
+    for page in pages[:-1]:  # each help page but the last ends in SystemExit(0): print the next one too
+        try:
+            _build(cls, page, kwargs)
+        except SystemExit as done:
+            if done.code not in (0, None):
+                raise
+    return _build(cls, pages[-1], kwargs)
+
+
+def _build(cls: type[BigtrainCLI], argv: list[str], kwargs: dict[str, Any]) -> BigtrainCLI:
     try:
         return cls(
             LightningModule,
@@ -238,8 +271,20 @@ def _cli(command: str, args: list[str], cls: type[BigtrainCLI] = BigtrainCLI) ->
             args=argv,
             **kwargs,
         )
+    except SystemExit as done:
+        _print_presets(argv)  # after `--model.help CLASS`: the preset names the page cannot list
+        raise done
     except Exception as err:  # jsonargparse raises ArgumentError; unwrap user errors from instantiation
         raise _as_user_error(err) from err
+
+
+def _print_presets(argv: list[str]) -> None:
+    from bigtrain.help_pages import presets_line
+
+    if "--model.help" in argv[:-1]:
+        line = presets_line(argv[argv.index("--model.help") + 1])
+        if line:
+            print(f"\n{line}")
 
 
 def _as_user_error(err: BaseException) -> BaseException:
@@ -283,6 +328,9 @@ def run(command: str, args: list[str]) -> int:
     """Run `bigtrain <command> <args>` through LightningCLI."""
     owns_env = RUN_DIR_ENV not in os.environ
     _lightning_info_to_stdout()
+    from bigtrain.quiet import silence_known_noise
+
+    silence_known_noise()
     _check_yaml_files(args)
     try:
         _cli(command, args)

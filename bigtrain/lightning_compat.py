@@ -228,6 +228,14 @@ def argument_dests(parser: Any) -> list[str]:
     return [action.dest for action in parser._actions]
 
 
+def set_argument_help(parser: Any, dest: str, text: str) -> None:
+    """Replace the help text of the argument `dest` of a parser (no-op when it has none)."""
+    # A method argument's help comes from Lightning's docstring; argparse can change it only on the action.
+    for action in parser._actions:
+        if action.dest == dest:
+            action.help = text
+
+
 def subcommand_parser(parser: Any, name: str | None) -> Any | None:
     """The parser of jsonargparse subcommand `name`, or None when there is no such subcommand."""
     # jsonargparse (like argparse) exposes its subcommand parsers only through private attributes.

@@ -38,7 +38,15 @@ class RunDirectory(Callback):
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:  # noqa: D102
         if trainer.is_global_zero:
-            print(f"run directory: {self.run_dir} (metrics.json, config.yaml, checkpoints/)", flush=True)
+            made = ", ".join(self.contents())
+            print(f"run directory: {self.run_dir}" + (f" ({made})" if made else ""), flush=True)
+
+    def contents(self) -> list[str]:
+        """Which of the run's files exist (fast_dev_run writes no config.yaml or checkpoint)."""
+        names = ("metrics.json", "config.yaml", "checkpoints/")
+        present = [n for n in names if (self.run_dir / n).is_file()]
+        folder = self.run_dir / "checkpoints"
+        return present + (["checkpoints/"] if folder.is_dir() and any(folder.iterdir()) else [])
 
     def write_metrics(self, trainer: Trainer) -> None:
         """Merge the trainer's scalar metrics, step and epoch into `metrics.json` (global rank 0)."""
@@ -73,18 +81,22 @@ def default_callbacks(
     policy: Any = None,
     module: Any = None,
     throughput: Any = None,
+    progress: Any = None,
 ) -> list[Callback]:
-    """Checkpoints into <run_dir>/checkpoints (by `policy`, a CheckpointPolicy), a rich progress bar, and
-    preemption handling and throughput/MFU (`throughput`, a ThroughputMeter) while fitting."""
+    """Checkpoints into <run_dir>/checkpoints (by `policy`, a CheckpointPolicy), progress (a rich bar in a
+    terminal, else `progress`, a ProgressLog), and preemption handling and throughput/MFU (`throughput`, a
+    ThroughputMeter) while fitting."""
     from bigtrain.callbacks.final_step import FinalStep
     from bigtrain.callbacks.peers import PeerWatch
 
     callbacks: list[Callback] = [PeerWatch()]  # a dead or hung rank: name it, stop the others
     if trainer_config.get("enable_progress_bar", True) is not False:
-        from lightning.pytorch.callbacks import RichProgressBar
+        from bigtrain.callbacks.progress import progress_callbacks
 
-        callbacks.append(RichProgressBar(leave=True))
-    if fitting and trainer_config.get("enable_checkpointing", True) is not False:
+        callbacks += progress_callbacks(trainer_config, progress)
+    # fast_dev_run is a smoke test: Lightning says it suppresses checkpointing, so bigtrain's are off too.
+    checkpointing = trainer_config.get("enable_checkpointing", True) is not False
+    if fitting and checkpointing and not trainer_config.get("fast_dev_run"):
         user = [c for c in trainer_config.get("callbacks") or [] if isinstance(c, ModelCheckpoint)]
         if not user:
             from bigtrain.callbacks.checkpoints import CheckpointPolicy

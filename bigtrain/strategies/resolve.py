@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bigtrain.errors import UserError
+from bigtrain.errors import UserError, closest
 
 STRATEGY_CLASSES: dict[str, str] = {
     "single": "bigtrain.strategies.Single",
@@ -26,16 +26,22 @@ _OPTION = "--trainer.strategy"
 
 
 def expand_strategy_argv(args: list[str]) -> list[str]:
-    """Rewrite `--trainer.strategy single|ddp|fsdp` (or `=fsdp`) to the class path, so options may follow."""
+    """Rewrite `--trainer.strategy single|ddp|fsdp` (or `=fsdp`, or `--trainer.strategy.help fsdp`) to its
+    class path, so options may follow."""
     out, i = [], 0
     while i < len(args):
         arg = args[i]
-        if arg == _OPTION and i + 1 < len(args) and args[i + 1].lower() in STRATEGY_CLASSES:
+        if (
+            arg in (_OPTION, _OPTION + ".help")
+            and i + 1 < len(args)
+            and args[i + 1].lower() in STRATEGY_CLASSES
+        ):
             out += [arg, STRATEGY_CLASSES[args[i + 1].lower()]]
             i += 2
             continue
-        if arg.startswith(_OPTION + "=") and arg.split("=", 1)[1].lower() in STRATEGY_CLASSES:
-            arg = f"{_OPTION}={STRATEGY_CLASSES[arg.split('=', 1)[1].lower()]}"
+        flag, _, name = arg.partition("=")
+        if flag in (_OPTION, _OPTION + ".help") and name.lower() in STRATEGY_CLASSES:
+            arg = f"{flag}={STRATEGY_CLASSES[name.lower()]}"
         out.append(arg)
         i += 1
     return out
@@ -95,7 +101,28 @@ def _from_name(value: str, trainer_config: dict[str, Any], model: Any, datamodul
             f"trainer.strategy '{value}' is Lightning's FSDP1; use 'fsdp' (FSDP2, with options such as "
             f"--trainer.strategy.cpu_offload true)"
         )
+    _check_known(value)
     return value
+
+
+def _check_known(value: str) -> None:
+    """One line for a name neither bigtrain nor Lightning knows, suggesting the nearest (`dpp` -> `ddp`)."""
+    from lightning.pytorch.strategies import FSDPStrategy, StrategyRegistry
+
+    if "." in value:
+        return  # a class path: jsonargparse or Lightning says whether it imports
+    fsdp1 = set(FSDPStrategy.get_registered_strategies())
+    lightning = sorted(n for n in StrategyRegistry.available_strategies() if n not in fsdp1)
+    if value in lightning:
+        return
+    near = closest(value.lower(), [*STRATEGY_NAMES, *lightning])
+    hint = f"; did you mean '{near}'?" if near else ""
+    valid = ", ".join(sorted(STRATEGY_NAMES))
+    # Lightning's ~30 registered names would drown bigtrain's; name two and where the rest are.
+    raise UserError(
+        f"unknown strategy '{value}'{hint} (valid: {valid}, or a name in Lightning's StrategyRegistry "
+        f"such as ddp_spawn or deepspeed)"
+    )
 
 
 def check_tensor_parallel(tp_size: int, model: Any, datamodule: Any) -> None:

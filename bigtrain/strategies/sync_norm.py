@@ -12,12 +12,33 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 from torch import nn
 
 from bigtrain.lightning_compat import BatchNormBase, check_input_dim
 
 _SYNCED: dict[type, type] = {}
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over the ranks of a group, differentiable: the gradient of each rank's input is the summed
+    gradient (torch's own autograd all_reduce is deprecated, and its replacement is a private module)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, group: Any) -> torch.Tensor:  # noqa: D102
+        ctx.group = group
+        out = x.clone()
+        dist.all_reduce(out, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: D102
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, group=ctx.group)
+        return grad, None
+
+
+def _all_reduce_sum(x: torch.Tensor, group: Any) -> torch.Tensor:
+    return _AllReduceSum.apply(x, group)
 
 
 class SyncedBatchNorm(BatchNormBase):
@@ -40,11 +61,11 @@ class SyncedBatchNorm(BatchNormBase):
         xf = x.to(torch.promote_types(x.dtype, torch.float32))
         group = self.sync_group or dist.group.WORLD
         local_n = torch.tensor([x.numel() // x.shape[1]], dtype=torch.float32, device=x.device)
-        n = dist_fn.all_reduce(local_n, group=group)
+        n = _all_reduce_sum(local_n, group=group)
         # Two passes (mean, then squared deviations) match a single process's variance to rounding.
-        mean = dist_fn.all_reduce(xf.sum(dims), group=group) / n
+        mean = _all_reduce_sum(xf.sum(dims), group=group) / n
         centred = xf - mean.view(shape)
-        var = dist_fn.all_reduce(centred.pow(2).sum(dims), group=group) / n
+        var = _all_reduce_sum(centred.pow(2).sum(dims), group=group) / n
         if self.track_running_stats:
             self._update_running_stats(mean.detach(), var.detach() * n / (n - 1).clamp_min(1))
         y = centred * torch.rsqrt(var + self.eps).view(shape)

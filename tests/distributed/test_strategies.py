@@ -146,6 +146,57 @@ def test_synced_batchnorm_keeps_the_family_class_and_state_dict():
     torch.testing.assert_close(net[1](x), plain(x))  # one process: plain BatchNorm
 
 
+def _synced_grads(rank: int, port: int, out: dict) -> None:
+    """One rank's share of a BatchNorm forward/backward over 8 samples, gradients summed over 2 ranks."""
+    import os
+    import warnings
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    torch.manual_seed(0)
+    x, w = torch.randn(8, 3, 4, 4), torch.randn(8, 3, 4, 4)
+    net = nn.BatchNorm2d(3)
+    sync_batchnorm(net)
+    mine = slice(4 * rank, 4 * rank + 4)
+    xs = x[mine].clone().requires_grad_()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        (net(xs) * w[mine]).sum().backward()
+    grad = net.weight.grad.clone()
+    dist.all_reduce(grad)
+    out[rank] = (xs.grad, grad, [str(c.message) for c in caught])
+    dist.destroy_process_group()
+
+
+@pytest.mark.distributed
+def test_synced_batchnorm_gradients_match_one_process_without_warnings():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("fork")
+    out = ctx.Manager().dict()
+    procs = [ctx.Process(target=_synced_grads, args=(r, port, out)) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    torch.manual_seed(0)
+    x, w = torch.randn(8, 3, 4, 4).requires_grad_(), torch.randn(8, 3, 4, 4)
+    ref = nn.BatchNorm2d(3)
+    (ref(x) * w).sum().backward()
+    for rank in range(2):
+        x_grad, weight_grad, warned = out[rank]
+        assert warned == []  # no deprecated collective
+        torch.testing.assert_close(x_grad, x.grad[4 * rank : 4 * rank + 4])
+        torch.testing.assert_close(weight_grad, ref.weight.grad)
+
+
 def _fake_trainer(world: int, rank: int) -> SimpleNamespace:
     strategy = SimpleNamespace(distributed_sampler_kwargs={"num_replicas": world, "rank": rank})
     return SimpleNamespace(strategy=strategy, world_size=world, global_rank=rank)
