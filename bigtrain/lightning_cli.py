@@ -13,7 +13,7 @@ from lightning.pytorch.cli import LightningArgumentParser
 from bigtrain.errors import UserError
 from bigtrain.lightning_compat import LightningCLIHooks, argument_dests, building_trainer, subcommand_parser
 from bigtrain.parse_errors import one_line
-from bigtrain.run_names import RUN_DIR_ENV, default_run_dir, run_name
+from bigtrain.run_names import RUN_DIR_ENV, default_run_dir, make_run_dir, run_name
 
 
 class BigtrainCLI(LightningCLIHooks):
@@ -83,6 +83,7 @@ class BigtrainCLI(LightningCLIHooks):
         self.new_run_dir = self.new_run_dir and not os.environ.get("SLURM_JOB_ID")
         cfg["run_dir"] = cfg.get("run_dir") or default_run_dir(cfg.get("recipe_name") or "run")
         self.run_dir = Path(cfg["run_dir"])
+        make_run_dir(self.run_dir)
 
     def prepare_trainer_config(self, config: dict[str, Any]) -> None:
         """Run directory, logger, bigtrain's callbacks, cluster plugins and the resolved strategy."""
