@@ -68,6 +68,7 @@ class BigtrainCLI(LightningCLIHooks):
     def after_instantiate_classes(self) -> None:  # noqa: D102
         if self.subcommand is not None:
             _check_global_batch(self.trainer, self.datamodule)
+            _check_cpu_devices(self.trainer)
 
     def after_fit(self) -> None:  # noqa: D102
         from bigtrain.run_lock import release
@@ -90,6 +91,13 @@ class BigtrainCLI(LightningCLIHooks):
         from bigtrain.callbacks.run_dir import RunDirectory, default_callbacks
         from bigtrain.strategies import resolve_strategy
 
+        given = config.get("default_root_dir")
+        if given is not None and Path(given).absolute() != self.run_dir.absolute():
+            # Lightning would write part of the run there and bigtrain the rest into the run directory.
+            raise UserError(
+                f"trainer.default_root_dir {given} is not used by bigtrain: every run writes into its run "
+                f"directory; give --run_dir {given} instead"
+            )
         config["default_root_dir"] = str(self.run_dir)
         if config.get("logger") in (None, True):
             from lightning.pytorch.loggers import TensorBoardLogger
@@ -154,6 +162,27 @@ def _refuse_resuming_a_new_run(run_dir: Path) -> None:
 
 _CKPT_PATH_WORDS = ("auto", "last", "best", "hpc", "registry")
 """`--ckpt_path` values that are not paths (`auto` is bigtrain's; the others are Lightning's)."""
+
+
+def _check_cpu_devices(trainer: Trainer) -> None:
+    """Refuse more CPU ranks than this machine has cores when Lightning would start them itself: each rank is
+    a process that fights the others for a core (64 on a 2-core machine start, then crawl). Ranks that a
+    launcher (torchrun, srun) already started are the user's explicit choice."""
+    from lightning.pytorch.accelerators import CPUAccelerator
+
+    if not isinstance(trainer.accelerator, CPUAccelerator) or _launched_externally():
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if trainer.num_devices > cores:
+        raise UserError(
+            f"trainer.devices {trainer.num_devices} asks for {trainer.num_devices} CPU processes but this "
+            f"machine has {cores} core(s); use --trainer.devices {cores} or fewer"
+        )
+
+
+def _launched_externally() -> bool:
+    """Whether this process is one rank of a job that torchrun, srun or Lightning itself started."""
+    return any(name in os.environ for name in ("LOCAL_RANK", "WORLD_SIZE", "SLURM_NTASKS"))
 
 
 def _check_global_batch(trainer: Trainer, datamodule: Any) -> None:
