@@ -68,7 +68,9 @@ class BigtrainCLI(LightningCLIHooks):
     def after_instantiate_classes(self) -> None:  # noqa: D102
         if self.subcommand is not None:
             _check_global_batch(self.trainer, self.datamodule)
-            _check_cpu_devices(self.trainer)
+            from bigtrain.plan.host import check_host
+
+            check_host(self.trainer, self.model, self.datamodule)  # before Lightning starts any rank
 
     def after_fit(self) -> None:  # noqa: D102
         from bigtrain.run_lock import release
@@ -162,27 +164,6 @@ def _refuse_resuming_a_new_run(run_dir: Path) -> None:
 
 _CKPT_PATH_WORDS = ("auto", "last", "best", "hpc", "registry")
 """`--ckpt_path` values that are not paths (`auto` is bigtrain's; the others are Lightning's)."""
-
-
-def _check_cpu_devices(trainer: Trainer) -> None:
-    """Refuse more CPU ranks than this machine has cores when Lightning would start them itself: each rank is
-    a process that fights the others for a core (64 on a 2-core machine start, then crawl). Ranks that a
-    launcher (torchrun, srun) already started are the user's explicit choice."""
-    from lightning.pytorch.accelerators import CPUAccelerator
-
-    if not isinstance(trainer.accelerator, CPUAccelerator) or _launched_externally():
-        return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if trainer.num_devices > cores:
-        raise UserError(
-            f"trainer.devices {trainer.num_devices} asks for {trainer.num_devices} CPU processes but this "
-            f"machine has {cores} core(s); use --trainer.devices {cores} or fewer"
-        )
-
-
-def _launched_externally() -> bool:
-    """Whether this process is one rank of a job that torchrun, srun or Lightning itself started."""
-    return any(name in os.environ for name in ("LOCAL_RANK", "WORLD_SIZE", "SLURM_NTASKS"))
 
 
 def _check_global_batch(trainer: Trainer, datamodule: Any) -> None:
