@@ -134,7 +134,7 @@ CASES = [
     # model and optimizer numbers
     Case("heads-do-not-divide", TEXT, ("--model.net.n_embd", "30", "--model.net.n_head", "4"), "n_head 4"),
     Case("yaml-nan-lr", GLYPHS, ("--config", "{d}/nan-lr.yaml"), "model.optim.lr must be a finite number"),
-    Case("inf-weight-decay", GLYPHS, ("--model.optim.weight_decay", "inf"), "model.optim.weight_decay"),
+    Case("yaml-inf-momentum", GLYPHS, ("--config", "{d}/inf-momentum.yaml"), "model.optim.momentum must be"),
     # checkpoints
     Case("fit-other-family", TEXT, ("--ckpt_path", "{d}/cnn.ckpt"), "does not fit this GPTModule"),
     Case(
@@ -187,6 +187,7 @@ def _write_recipes(folder: Path) -> None:
     variant("epochs-type", "trainer", "max_epochs", "three")
     (folder / "broken.yaml").write_text("trainer:\n  max_epochs: 3\n model: [\n")
     (folder / "nan-lr.yaml").write_text("model:\n  init_args:\n    optim:\n      lr: .nan\n")
+    (folder / "inf-momentum.yaml").write_text("model:\n  init_args:\n    optim:\n      momentum: .inf\n")
     # Ten levels of ten aliases each: 10**10 values once expanded, from a file of 500 bytes.
     bomb = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     bomb += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
