@@ -19,7 +19,7 @@ from bigtrain.lightning_compat import (
     subcommand_parser,
 )
 from bigtrain.parse_errors import one_line
-from bigtrain.run_names import RUN_DIR_ENV, default_run_dir, run_name
+from bigtrain.run_names import RUN_DIR_ENV, default_run_dir, make_run_dir, run_name
 
 CKPT_PATH_HELP = (
     "Checkpoint to start from: a .ckpt file or a sharded checkpoint folder; `auto` resumes the newest "
@@ -93,6 +93,9 @@ class BigtrainCLI(LightningCLIHooks):
     def after_instantiate_classes(self) -> None:  # noqa: D102
         if self.subcommand is not None:
             _check_global_batch(self.trainer, self.datamodule)
+            from bigtrain.plan.host import check_host
+
+            check_host(self.trainer, self.model, self.datamodule)  # before Lightning starts any rank
 
     def after_fit(self) -> None:  # noqa: D102
         from bigtrain.run_lock import release
@@ -108,12 +111,20 @@ class BigtrainCLI(LightningCLIHooks):
         self.new_run_dir = self.new_run_dir and not os.environ.get("SLURM_JOB_ID")
         cfg["run_dir"] = cfg.get("run_dir") or default_run_dir(cfg.get("recipe_name") or "run")
         self.run_dir = Path(cfg["run_dir"])
+        make_run_dir(self.run_dir)
 
     def prepare_trainer_config(self, config: dict[str, Any]) -> None:
         """Run directory, logger, bigtrain's callbacks, cluster plugins and the resolved strategy."""
         from bigtrain.callbacks.run_dir import RunDirectory, default_callbacks
         from bigtrain.strategies import resolve_strategy
 
+        given = config.get("default_root_dir")
+        if given is not None and Path(given).absolute() != self.run_dir.absolute():
+            # Lightning would write part of the run there and bigtrain the rest into the run directory.
+            raise UserError(
+                f"trainer.default_root_dir {given} is not used by bigtrain: every run writes into its run "
+                f"directory; give --run_dir {given} instead"
+            )
         config["default_root_dir"] = str(self.run_dir)
         if config.get("logger") in (None, True):
             from lightning.pytorch.loggers import TensorBoardLogger
@@ -342,21 +353,53 @@ def run(command: str, args: list[str]) -> int:
 
 def _check_yaml_files(args: list[str]) -> None:
     """A `--config` file that is not valid YAML, named with the line and column where it breaks (jsonargparse
-    reports only the parser's first complaint, without the file)."""
+    reports only the parser's first complaint, without the file); a file too large, or whose aliases expand
+    past MAX_YAML_NODES (a "billion laughs" bomb of nested anchors), is refused before anything expands it."""
     import yaml
 
     values = [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
     values += [value for flag, value in zip(args, args[1:], strict=False) if flag in ("--config", "-c")]
     for value in values:
         path = Path(value)
-        if path.is_file():
-            try:
-                yaml.safe_load(path.read_text(encoding="utf-8", errors="replace"))
-            except yaml.YAMLError as err:
-                mark = getattr(err, "problem_mark", None)
-                where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-                problem = getattr(err, "problem", None) or "unreadable"
-                raise UserError(f"--config {value} is not valid YAML: {problem}{where}") from err
+        if not path.is_file():
+            continue
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise UserError(
+                f"--config {value} is {path.stat().st_size} bytes; a recipe is at most {MAX_YAML_BYTES} bytes"
+            )
+        try:
+            root = yaml.compose(path.read_text(encoding="utf-8", errors="replace"), Loader=yaml.SafeLoader)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(err, "problem", None) or "unreadable"
+            raise UserError(f"--config {value} is not valid YAML: {problem}{where}") from err
+        if root is not None and _expanded_nodes(root, {}) > MAX_YAML_NODES:
+            raise UserError(
+                f"--config {value} expands to more than {MAX_YAML_NODES} values through its aliases "
+                f"(*name); write the values out, or use fewer nested aliases"
+            )
+
+
+MAX_YAML_BYTES = 1 << 20
+"""Largest `--config` file read: recipes are a few kilobytes."""
+MAX_YAML_NODES = 100_000
+"""Most values a `--config` file may expand to once every alias is replaced by what it names."""
+
+
+def _expanded_nodes(node: Any, sizes: dict[int, int]) -> int:
+    """How many values `node` stands for with every alias expanded (each shared node counted once per use,
+    computed once: linear in the file, however far the aliases would expand)."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    sizes[id(node)] = MAX_YAML_NODES + 1  # a node inside itself (a recursive alias) expands without end
+    children: list[Any] = []
+    if isinstance(node.value, list):
+        for item in node.value:
+            children += list(item) if isinstance(item, tuple) else [item]
+    total = 1 + sum(_expanded_nodes(child, sizes) for child in children)
+    sizes[id(node)] = min(total, 10 * MAX_YAML_NODES)  # capped: no huge integers for deeper levels
+    return sizes[id(node)]
 
 
 def _lightning_info_to_stdout() -> None:

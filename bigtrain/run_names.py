@@ -62,3 +62,18 @@ def default_run_dir(name: str) -> str:
     path = fresh_run_dir(name, f"slurm-{job}" if job else None, unique=not job)
     os.environ[RUN_DIR_ENV] = str(path)
     return str(path)
+
+
+def make_run_dir(path: Path) -> None:
+    """Create the run directory now, before any work: a UserError if it cannot be (read-only parent, a
+    virtual file system such as /proc, a name longer than the file system allows)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".bigtrain-write-test-{os.getpid()}"  # one per rank: ranks run this at once
+        probe.touch()  # root may mkdir where writing fails (e.g. under /proc), and the reverse
+        probe.unlink()
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise UserError(
+            f"run directory {path} cannot be created or written: {reason}; choose another --run_dir"
+        ) from err

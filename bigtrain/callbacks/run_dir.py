@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from bigtrain.errors import UserError
 from bigtrain.files import write_json_atomic
 
 
@@ -24,6 +25,7 @@ class RunDirectory(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:  # noqa: D102
         if trainer.is_global_zero:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            read_metrics(self.run_dir / "metrics.json")  # a reused directory's file, vetted before any work
             print(f"run directory: {self.run_dir}", flush=True)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
@@ -53,11 +55,27 @@ class RunDirectory(Callback):
         if not trainer.is_global_zero or trainer.sanity_checking:
             return
         path = self.run_dir / "metrics.json"
-        metrics: dict[str, float] = json.loads(path.read_text()) if path.exists() else {}
+        metrics = read_metrics(path)
         metrics.update(scalar_metrics(trainer.callback_metrics))
         metrics["global_step"] = trainer.global_step
         metrics["epoch"] = trainer.current_epoch
         write_json_atomic(path, metrics)
+
+
+def read_metrics(path: Path) -> dict[str, Any]:
+    """The flat JSON object in `path` (empty when there is none); UserError if it is something else."""
+    if not path.exists():
+        return {}
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        metrics = err
+    if not isinstance(metrics, dict):
+        raise UserError(
+            f"{path} is not a JSON object of metrics ({type(metrics).__name__}); move it away or choose "
+            f"another --run_dir"
+        )
+    return metrics
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:

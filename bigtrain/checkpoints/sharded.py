@@ -33,7 +33,19 @@ def check_sharded(folder: str | Path) -> None:
     if (folder / META_FILE).is_file():
         load_file(folder / META_FILE, mmap=True)
     with metadata.open("rb") as f:
-        read_metadata(f, folder)
+        _check_shards(read_metadata(f, folder), folder)
+
+
+def _check_shards(metadata: Any, folder: Path) -> None:
+    """Every shard file `.metadata` names is there (DCP would fail deep inside a collective read)."""
+    storage = getattr(metadata, "storage_data", None) or {}
+    named = {getattr(info, "relative_path", None) for info in storage.values()} - {None}
+    missing = sorted(name for name in named if not (folder / name).is_file())
+    if missing:
+        raise UserError(
+            f"checkpoint {folder} is missing {len(missing)} of its {len(named)} shard file(s) "
+            f"({', '.join(missing[:3])}): not a complete sharded checkpoint"
+        )
 
 
 def metadata_reader(folder: str | Path) -> Any:
@@ -114,6 +126,7 @@ def load_sharded(folder: Path) -> dict[str, Any]:
     folder = Path(folder)
     if not is_sharded(folder):
         raise UserError(f"checkpoint {folder} has no .metadata: not a complete sharded checkpoint")
+    check_sharded(folder)  # every shard present, before DCP reads any
     state = read_sharded(folder)
     meta = load_file(folder / META_FILE) if (folder / META_FILE).is_file() else {}
     optims = sorted((k for k in state if k.startswith("optimizer_")), key=lambda k: int(k.split("_")[1]))

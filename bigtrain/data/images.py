@@ -317,6 +317,10 @@ def _check_args(
     if source in NEEDS_PATH and path is None:
         what = "folder with one sub-folder per class" if source == "folder" else "file"
         raise UserError(f"data.source={source} needs data.path (the {what} to read)")
+    if path is not None and source not in NEEDS_PATH and source not in DOWNLOADS:
+        raise UserError(
+            f"data.path is not used with data.source={source} (built in); remove it or pick 'folder'"
+        )
     if image_size is not None and image_size < 2:
         raise UserError(f"data.image_size must be >= 2 or null (native size), got {image_size}")
     if not 0.0 < val_fraction < 1.0:

@@ -37,6 +37,12 @@ class OptimConfig:
     """Learning rate at the end of the cosine decay."""
 
     def __post_init__(self) -> None:
+        numbers = {"lr": self.lr, "weight_decay": self.weight_decay, "momentum": self.momentum}
+        numbers |= {"min_lr": self.min_lr, "betas": self.betas[0], "betas ": self.betas[1]}
+        for name, value in numbers.items():
+            # A YAML `.nan` or `.inf` parses as a float and would poison every weight at the first step.
+            if not math.isfinite(value):
+                raise UserError(f"model.optim.{name.strip()} must be a finite number, got {value}")
         if self.lr <= 0:
             raise UserError(f"model.optim.lr must be > 0, got {self.lr}")
         if self.warmup_steps < 0:

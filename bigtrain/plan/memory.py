@@ -177,14 +177,19 @@ def recommend(
     precision: Any = "32-true",
     mixed_precision: Any = None,
     device_memory: int | None = None,
+    tensor_parallel: bool = True,
 ) -> Recommendation:
-    """The layout `strategy: auto` should use for this model and data on num_nodes x devices_per_node."""
+    """The layout `strategy: auto` should use for this model and data on num_nodes x devices_per_node
+    (`tensor_parallel` False: among the layouts without tensor parallelism only)."""
     if datamodule is not None:
         fill_data_sizes(datamodule)
     facts = model_facts(model, datamodule)
     prec = precision_of(precision, mixed_precision)
     memory = device_memory or default_device_memory()
-    return choose([estimate(facts, lay, prec) for lay in layouts(facts, num_nodes, devices_per_node)], memory)
+    candidates = [
+        lay for lay in layouts(facts, num_nodes, devices_per_node) if tensor_parallel or lay.tp == 1
+    ]
+    return choose([estimate(facts, lay, prec) for lay in candidates], memory)
 
 
 def default_device_memory() -> int:

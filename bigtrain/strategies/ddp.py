@@ -46,6 +46,12 @@ class DDP(DDPStrategy):
             self._ddp_kwargs["find_unused_parameters"] = not module.automatic_optimization
         super().setup(trainer)
 
+    def load_model_state_dict(self, checkpoint: Any, strict: bool = True) -> None:  # noqa: D102
+        from bigtrain.checkpoints.fits import check_fits, shapes
+
+        check_fits(shapes(checkpoint["state_dict"]), self.lightning_module, strict=strict)
+        super().load_model_state_dict(checkpoint, strict=strict)
+
     def __repr__(self) -> str:
         return f"DDP(compile={self.compile}, sync_batchnorm={self.sync_batchnorm})"
 
@@ -85,6 +91,12 @@ class Single(SingleDeviceStrategy):
         if self.device is None and self._parallel_devices:
             return self._parallel_devices[0]
         return super().root_device
+
+    def load_model_state_dict(self, checkpoint: Any, strict: bool = True) -> None:  # noqa: D102
+        from bigtrain.checkpoints.fits import check_fits, shapes
+
+        check_fits(shapes(checkpoint["state_dict"]), self.lightning_module, strict=strict)
+        super().load_model_state_dict(checkpoint, strict=strict)
 
     def __repr__(self) -> str:
         return f"Single(device={self.root_device})"

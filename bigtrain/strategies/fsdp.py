@@ -178,14 +178,16 @@ class FSDP(ModelParallelHooks):
 
         from torch.distributed.tensor import DTensor
 
+        from bigtrain.checkpoints.fits import check_fits, saved_shapes
         from bigtrain.checkpoints.load import META_FILE
         from bigtrain.checkpoints.sharded import load_sharded_into
 
         path = Path(self.broadcast(checkpoint_path))
+        strict = self.lightning_module.strict_loading
+        check_fits(saved_shapes(path), self.lightning_module, strict=strict)
         sharded = path.is_dir() and (path / META_FILE).is_file()  # Lightning's test for a sharded folder
         if not sharded or not any(isinstance(p, DTensor) for p in self.model.parameters()):
             return super().load_checkpoint(path, weights_only)  # a file; or Lightning's own refusal
-        strict = self.lightning_module.strict_loading
         return load_sharded_into(path, self.model, self.optimizers, strict=strict)
 
     def __repr__(self) -> str:

@@ -157,7 +157,16 @@ def auto_strategy(
     from lightning.pytorch.utilities import rank_zero_info
 
     precision = trainer_config.get("precision")
-    choice = recommend(model, datamodule, num_nodes=nodes, devices_per_node=per_node, precision=precision)
+    # Tensor parallelism is the user's explicit choice: auto picked it for tiny models whose global batch
+    # could not split across every rank, using more ranks per replica than the model needs.
+    choice = recommend(
+        model,
+        datamodule,
+        num_nodes=nodes,
+        devices_per_node=per_node,
+        precision=precision,
+        tensor_parallel=False,
+    )
     options: dict[str, Any] = {}
     if choice.strategy == "fsdp":
         options = {

@@ -89,6 +89,19 @@ def test_auto_asks_the_planner_for_a_bigtrain_model():
     assert isinstance(strategy, (DDP, FSDP))  # a tiny GPT fits anywhere: the planner's cheapest layout
 
 
+def test_auto_never_picks_tensor_parallelism():
+    """64 ranks for a global batch of 32: the planner's FSDP x TP2 fitted by pairing ranks; auto must not
+    choose tensor parallelism (the user's explicit setting), and the batch then cannot split."""
+    from bigtrain.data import TextDataModule
+    from bigtrain.models.transformer import GPTModule
+    from bigtrain.strategies.resolve import auto_strategy
+
+    name, options = auto_strategy(
+        {"accelerator": "cpu", "devices": 64}, GPTModule(), TextDataModule(batch_size=32)
+    )
+    assert options.get("tensor_parallel_size", 1) == 1, (name, options)
+
+
 def test_lightning_fsdp1_names_are_refused_and_trainer_sync_batchnorm_is_taken_over():
     with pytest.raises(UserError, match="FSDP1"):
         resolve_strategy("fsdp_cpu_offload", dict(CPU))

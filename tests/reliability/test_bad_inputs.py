@@ -43,11 +43,15 @@ class Case:
     base: tuple[str, ...]
     args: tuple[str, ...]
     named: str
+    run_dir: str = ""
+    """The case's own --run_dir (`{d}` allowed); empty: a fresh one per case."""
 
     def argv(self, data: Path, run_dir: Path) -> list[str]:  # noqa: D102
         base = [a.format(d=data) for a in self.base]
         safety = list(SAFETY) if base and base[0] == "fit" else []
-        return [*base, *safety, *(a.format(d=data) for a in self.args), "--run_dir", str(run_dir)]
+        own = ["--run_dir", self.run_dir.format(d=data) if self.run_dir else str(run_dir)]
+        own = own if base[0] in ("fit", "validate") else []
+        return [*base, *safety, *(a.format(d=data) for a in self.args), *own]
 
 
 def _yaml(name: str) -> tuple[str, ...]:
@@ -118,6 +122,48 @@ CASES = [
         "data.batch_size 64 (the global batch) does not divide across 3 data-parallel ranks (1 node(s) x 3",
     ),
     Case("zero-devices", GLYPHS, ("--trainer.devices", "0"), "devices"),
+    Case(
+        "more-cpu-ranks-than-cores",
+        GLYPHS,
+        ("--trainer.accelerator", "cpu", "--trainer.devices", "1024", "--data.batch_size", "1024"),
+        "asks for 1024 CPU processes",
+    ),
+    Case(
+        "text-batch-beyond-memory", TEXT, ("--data.batch_size", "10000000"), "one training step needs about"
+    ),
+    # model and optimizer numbers
+    Case("heads-do-not-divide", TEXT, ("--model.net.n_embd", "30", "--model.net.n_head", "4"), "n_head 4"),
+    Case("yaml-nan-lr", GLYPHS, ("--config", "{d}/nan-lr.yaml"), "model.optim.lr must be a finite number"),
+    Case("yaml-inf-momentum", GLYPHS, ("--config", "{d}/inf-momentum.yaml"), "model.optim.momentum must be"),
+    # checkpoints
+    Case("fit-other-family", TEXT, ("--ckpt_path", "{d}/cnn.ckpt"), "does not fit this GPTModule"),
+    Case(
+        "validate-other-family",
+        ("validate", "--recipe", "transformer/builtin-char"),
+        ("--ckpt_path", "{d}/cnn.ckpt", "--trainer.limit_val_batches", "1"),
+        "does not fit this GPTModule",
+    ),
+    Case("fit-missing-shard", GLYPHS, ("--ckpt_path", "{d}/no-shard"), "missing 1 of its 1 shard file(s)"),
+    Case(
+        "export-missing-shard",
+        ("checkpoint", "export", "{d}/no-shard", "{d}/out.pt"),
+        (),
+        "missing 1 of its 1 shard file(s)",
+    ),
+    # run directories
+    Case("run-dir-under-proc", GLYPHS, (), "cannot be created", run_dir="/proc/bigtrain-run"),
+    Case("run-dir-name-too-long", GLYPHS, (), "File name too long", run_dir="{d}/" + "a" * 300),
+    Case("metrics-not-json", GLYPHS, (), "not a JSON object of metrics", run_dir="{d}/reused"),
+    Case("default-root-dir", GLYPHS, ("--trainer.default_root_dir", "{d}/root"), "--run_dir"),
+    Case(
+        "data-path-builtin-images",
+        GLYPHS,
+        ("--data.path", "{d}/no-y.npz"),
+        "not used with data.source=glyphs",
+    ),
+    # recipe files
+    Case("yaml-alias-bomb", _yaml("bomb"), (), "expands to more than"),
+    Case("yaml-too-large", _yaml("huge"), (), "a recipe is at most"),
 ]
 
 
@@ -140,6 +186,13 @@ def _write_recipes(folder: Path) -> None:
     variant("net-typo", "model", "init_args", "net", "widht", 3)
     variant("epochs-type", "trainer", "max_epochs", "three")
     (folder / "broken.yaml").write_text("trainer:\n  max_epochs: 3\n model: [\n")
+    (folder / "nan-lr.yaml").write_text("model:\n  init_args:\n    optim:\n      lr: .nan\n")
+    (folder / "inf-momentum.yaml").write_text("model:\n  init_args:\n    optim:\n      momentum: .inf\n")
+    # Ten levels of ten aliases each: 10**10 values once expanded, from a file of 500 bytes.
+    bomb = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    bomb += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    (folder / "bomb.yaml").write_text("\n".join([*bomb, "trainer:", "  max_steps: *a9", ""]))
+    (folder / "huge.yaml").write_text(yaml.safe_dump(glyphs) + "#" * (2 << 20) + "\n")
 
 
 def _write_data(folder: Path) -> None:
@@ -158,6 +211,27 @@ def _write_data(folder: Path) -> None:
     np.savez(folder / "no-y.npz", x=np.zeros((10, 8, 8), np.uint8))
     with gzip.open(folder / "columns.csv.gz", "wt") as f:
         f.writelines(",".join(["1"] * 30) + "\n" for _ in range(20))
+    (folder / "reused").mkdir()
+    (folder / "reused" / "metrics.json").write_text("not json {")
+    _write_checkpoints(folder)
+
+
+def _write_checkpoints(folder: Path) -> None:
+    """A CNN checkpoint (for a transformer recipe), and a sharded one whose only shard is gone."""
+    import lightning
+    import torch
+    import torch.distributed.checkpoint as dcp
+
+    from bigtrain.models.cnn.module import ResNetClassifier
+
+    module = ResNetClassifier(net={"preset": "tiny", "in_channels": 1, "num_classes": 10})
+    module.configure_model()
+    state = module.state_dict()
+    meta = {"pytorch-lightning_version": lightning.__version__, "epoch": 0, "global_step": 0}
+    torch.save({**meta, "state_dict": state}, folder / "cnn.ckpt")
+    dcp.save({"state_dict": {"w": torch.zeros(3)}}, checkpoint_id=str(folder / "no-shard"))
+    for shard in (folder / "no-shard").glob("*.distcp"):
+        shard.unlink()
 
 
 class Outcomes:
@@ -208,4 +282,4 @@ def test_bad_input(outcomes, case):
 def test_table_is_large_and_distinct():
     assert len(CASES) >= 30
     assert len({c.id for c in CASES}) == len(CASES)
-    assert len({(c.base, c.args) for c in CASES}) == len(CASES)
+    assert len({(c.base, c.args, c.run_dir) for c in CASES}) == len(CASES)

@@ -87,7 +87,10 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         if cfg.n_embd % cfg.n_head:
-            raise ValueError(f"n_embd {cfg.n_embd} is not divisible by n_head {cfg.n_head}")
+            raise UserError(
+                f"model.net.n_embd {cfg.n_embd} is not divisible by model.net.n_head {cfg.n_head}; "
+                f"choose n_embd a multiple of n_head"
+            )
         self.head_dim = cfg.n_embd // cfg.n_head
         self.dropout = cfg.dropout
         # Separate q/k/v (not one fused qkv) so column-wise tensor parallel splits each by heads.
