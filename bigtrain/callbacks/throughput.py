@@ -104,6 +104,7 @@ class ThroughputMeter(Callback):
         self.averages: dict[str, float] = {}
         self.sequence = False
         self._counted = self._to_count = 0
+        self._reported_step, self._reported_batches = trainer.global_step, 0
 
     def on_train_batch_start(  # noqa: D102
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
@@ -130,8 +131,11 @@ class ThroughputMeter(Callback):
         self.batches += 1
         self.samples += samples
         self.tokens += tokens
-        if self.every and self.batches % self.every == 0:
-            self._update(pl_module, self.every)
+        # Reports fall on Lightning's log steps, so their host reads join the loggers' own.
+        step = trainer.global_step
+        if self.every and step % self.every == 0 and step != self._reported_step:
+            self._update(pl_module, self.batches - self._reported_batches)
+            self._reported_step, self._reported_batches = step, self.batches
             if trainer.is_global_zero:
                 self._report(trainer, pl_module)
 
