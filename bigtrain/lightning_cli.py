@@ -10,14 +10,15 @@ from typing import Any
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser
 
+from bigtrain.config_files import check_config_files
 from bigtrain.errors import UserError
 from bigtrain.lightning_compat import (
     LightningCLIHooks,
     argument_dests,
-    building_trainer,
     set_argument_help,
     subcommand_parser,
 )
+from bigtrain.lightning_errors import as_user_error
 from bigtrain.parse_errors import one_line
 from bigtrain.run_names import RUN_DIR_ENV, default_run_dir, make_run_dir, run_name
 
@@ -286,7 +287,7 @@ def _build(cls: type[BigtrainCLI], argv: list[str], kwargs: dict[str, Any]) -> B
         _print_presets(argv)  # after `--model.help CLASS`: the preset names the page cannot list
         raise done
     except Exception as err:  # jsonargparse raises ArgumentError; unwrap user errors from instantiation
-        raise _as_user_error(err) from err
+        raise as_user_error(err) from err
 
 
 def _print_presets(argv: list[str]) -> None:
@@ -298,43 +299,6 @@ def _print_presets(argv: list[str]) -> None:
             print(f"\n{line}")
 
 
-def _as_user_error(err: BaseException) -> BaseException:
-    cause: BaseException | None = err
-    while cause is not None:
-        if isinstance(cause, UserError):
-            return cause
-        cause = cause.__cause__ or cause.__context__
-    if type(err).__name__ == "ArgumentError":
-        return UserError(one_line(str(err)))
-    return _lightning_user_error(err) or err
-
-
-def _lightning_user_error(err: BaseException) -> UserError | None:
-    """Lightning's verdicts on user settings as one line: what it raises while the Trainer is built from the
-    trainer settings (accelerator, devices, strategy, precision, limits), and checkpoints torch.load refused
-    to unpickle. An error raised in bigtrain's own code stays a traceback: that is a bug."""
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
-
-    from bigtrain.checkpoints.load import is_refusal, unsafe_error
-
-    if is_refusal(err):
-        return unsafe_error(None, err)
-    frames = []
-    tb = err.__traceback__
-    while tb is not None:
-        frames.append(tb.tb_frame.f_code)
-        tb = tb.tb_next
-    building = building_trainer(frames)
-    raised_by_lightning = bool(frames) and f"{os.sep}lightning{os.sep}" in frames[-1].co_filename
-    setting = (MisconfigurationException, ValueError, TypeError, ImportError)
-    if not (building and raised_by_lightning and isinstance(err, setting)):
-        return None
-    message = " ".join(str(err).split())
-    if "But your machine only has: []" in message:
-        message += " (no such device here: use --trainer.accelerator cpu, or run where it exists)"
-    return UserError(f"invalid trainer setting: {message}")
-
-
 def run(command: str, args: list[str]) -> int:
     """Run `bigtrain <command> <args>` through LightningCLI."""
     owns_env = RUN_DIR_ENV not in os.environ
@@ -342,64 +306,13 @@ def run(command: str, args: list[str]) -> int:
     from bigtrain.quiet import silence_known_noise
 
     silence_known_noise()
-    _check_yaml_files(args)
+    check_config_files(args)
     try:
         _cli(command, args)
     finally:
         if owns_env:
             os.environ.pop(RUN_DIR_ENV, None)
     return 0
-
-
-def _check_yaml_files(args: list[str]) -> None:
-    """A `--config` file that is not valid YAML, named with the line and column where it breaks (jsonargparse
-    reports only the parser's first complaint, without the file); a file too large, or whose aliases expand
-    past MAX_YAML_NODES (a "billion laughs" bomb of nested anchors), is refused before anything expands it."""
-    import yaml
-
-    values = [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
-    values += [value for flag, value in zip(args, args[1:], strict=False) if flag in ("--config", "-c")]
-    for value in values:
-        path = Path(value)
-        if not path.is_file():
-            continue
-        if path.stat().st_size > MAX_YAML_BYTES:
-            raise UserError(
-                f"--config {value} is {path.stat().st_size} bytes; a recipe is at most {MAX_YAML_BYTES} bytes"
-            )
-        try:
-            root = yaml.compose(path.read_text(encoding="utf-8", errors="replace"), Loader=yaml.SafeLoader)
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(err, "problem", None) or "unreadable"
-            raise UserError(f"--config {value} is not valid YAML: {problem}{where}") from err
-        if root is not None and _expanded_nodes(root, {}) > MAX_YAML_NODES:
-            raise UserError(
-                f"--config {value} expands to more than {MAX_YAML_NODES} values through its aliases "
-                f"(*name); write the values out, or use fewer nested aliases"
-            )
-
-
-MAX_YAML_BYTES = 1 << 20
-"""Largest `--config` file read: recipes are a few kilobytes."""
-MAX_YAML_NODES = 100_000
-"""Most values a `--config` file may expand to once every alias is replaced by what it names."""
-
-
-def _expanded_nodes(node: Any, sizes: dict[int, int]) -> int:
-    """How many values `node` stands for with every alias expanded (each shared node counted once per use,
-    computed once: linear in the file, however far the aliases would expand)."""
-    if id(node) in sizes:
-        return sizes[id(node)]
-    sizes[id(node)] = MAX_YAML_NODES + 1  # a node inside itself (a recursive alias) expands without end
-    children: list[Any] = []
-    if isinstance(node.value, list):
-        for item in node.value:
-            children += list(item) if isinstance(item, tuple) else [item]
-    total = 1 + sum(_expanded_nodes(child, sizes) for child in children)
-    sizes[id(node)] = min(total, 10 * MAX_YAML_NODES)  # capped: no huge integers for deeper levels
-    return sizes[id(node)]
 
 
 def _lightning_info_to_stdout() -> None:

@@ -128,12 +128,12 @@ def _stack_global(module: str, name: str) -> bytes:
 
 def test_lightning_refusal_becomes_one_line():
     """A refusal raised inside Lightning (e.g. resuming with `--ckpt_path auto`) is translated by the CLI."""
-    from bigtrain.lightning_cli import _as_user_error
+    from bigtrain.lightning_errors import as_user_error
 
     try:
         torch.load(_evil_bytes(), weights_only=True)
     except pickle.UnpicklingError as err:
-        translated = _as_user_error(err)
+        translated = as_user_error(err)
     assert isinstance(translated, UserError)
     assert str(translated).startswith("a checkpoint needs arbitrary code to load (GLOBAL builtins.exec)")
 
