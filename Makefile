@@ -14,7 +14,8 @@ install:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH_SPEC)
-	$(BIN)/pip install --quiet -e ".[dev]"
+	@# -qq: setuptools notes every editable install as a warning; errors still show.
+	$(BIN)/pip install -qq -e ".[dev]"
 	@$(BIN)/bigtrain --version
 
 train:

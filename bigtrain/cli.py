@@ -74,9 +74,11 @@ def dispatch(argv: list[str]) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     if command in LIGHTNING_COMMANDS:
-        from bigtrain.lightning_cli import run
+        from bigtrain.lightning_cli import release_process_group, run
 
-        return run(command, rest)
+        code = run(command, rest)
+        release_process_group()
+        return code
     if command in UTILITIES:
         return load(UTILITIES[command])(rest)
     raise unknown("command", command, [*LIGHTNING_COMMANDS, *UTILITIES])

@@ -16,6 +16,9 @@ def test_every_subpackage_is_listed_in_pyproject():
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "bigtrain").rglob("__init__.py")}
     assert found - listed == set()
+    # The recipe folders too: setuptools would warn about each unlisted one on every install.
+    recipe_folders = {f"bigtrain._recipes.{p.name}" for p in (ROOT / "recipes").iterdir() if p.is_dir()}
+    assert recipe_folders - listed == set()
 
 
 def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path):

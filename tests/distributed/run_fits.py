@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from bigtrain.errors import UserError
-from bigtrain.lightning_cli import run
+from bigtrain.lightning_cli import release_process_group, run
 
 
 def _run_dir(args: list[str]) -> Path:
@@ -44,6 +44,7 @@ def main(spec_path: str) -> None:
             (_run_dir(args) / "error.txt").write_text(str(err))
         (_run_dir(args) / "seconds.txt").write_text(f"{time.perf_counter() - start:.2f}")
         print(f"run_fits: {name} done", file=sys.stderr, flush=True)
+    release_process_group()  # as `bigtrain fit` does when its run ends
 
 
 if __name__ == "__main__":
