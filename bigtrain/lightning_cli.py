@@ -168,6 +168,10 @@ class BigtrainCLI(LightningCLIHooks):
             if found is None and self.trainer.is_global_zero:
                 print(f"no checkpoint in {self.run_dir / 'checkpoints'}: starting fresh")
             cfg["ckpt_path"] = str(found) if found else None
+        if cfg.get("ckpt_path"):
+            from bigtrain.run_config import check_resume_config
+
+            check_resume_config(self.run_dir, self.config["fit"].as_dict())
         from bigtrain.run_lock import acquire, launches_rank_zero
 
         if launches_rank_zero():

@@ -3,6 +3,7 @@ typed, and `runs/<name>/<stamp>` for a run that was given no directory."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -67,7 +68,9 @@ def default_run_dir(name: str) -> str:
 def make_run_dir(path: Path) -> None:
     """Create the run directory now, before any work: a UserError if it cannot be (read-only parent, a
     virtual file system such as /proc, a name longer than the file system allows)."""
+    created: list[Path] = []
     try:
+        created = [p for p in [path, *path.parents] if not p.exists()]
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".bigtrain-write-test-{os.getpid()}"  # one per rank: ranks run this at once
         probe.touch()  # root may mkdir where writing fails (e.g. under /proc), and the reverse
@@ -77,3 +80,9 @@ def make_run_dir(path: Path) -> None:
         raise UserError(
             f"run directory {path} cannot be created or written: {reason}; choose another --run_dir"
         ) from err
+    finally:
+        # Only probed: the run creates it when it writes there, so a run refused before that (or a rank
+        # that is not rank 0) leaves no empty directory behind.
+        for folder in created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # empty ones only; another rank may have written there meanwhile
