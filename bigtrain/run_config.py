@@ -50,7 +50,8 @@ def check_resume_config(run_dir: Path, current: dict[str, Any]) -> None:
     try:
         saved = yaml.safe_load(saved_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise UserError(f"{saved_path} is unreadable ({type(err).__name__}); cannot check the resume") from err
+        reason = type(err).__name__
+        raise UserError(f"{saved_path} is unreadable ({reason}); cannot check the resume") from err
     if not isinstance(saved, dict):
         raise UserError(f"{saved_path} is not a config (a YAML mapping); cannot check the resume")
     before, now = defining(saved), defining(current)
