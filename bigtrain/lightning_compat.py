@@ -154,6 +154,12 @@ def attached_trainer(module: LightningModule) -> Trainer | None:
     return getattr(module, "_trainer", None)
 
 
+def logging_step(trainer: Trainer) -> int:
+    """The step Lightning's `self.log` scalars are written at: batches that stepped an optimizer, not
+    `global_step`, which counts each optimizer step (a GAN batch with a D and a G step counts 2)."""
+    return trainer.fit_loop.epoch_loop._batches_that_stepped
+
+
 def device_mesh(strategy: Any) -> Any | None:
     """The strategy's device mesh, or None (not a ModelParallelStrategy, or not set up yet)."""
     # ModelParallelStrategy.device_mesh raises until the mesh exists; other strategies have no mesh.

@@ -44,6 +44,12 @@ PRIVATE_NAMES: tuple[PrivateName, ...] = (
     PrivateName(_FIT_LOOP, "_combined_loader_states_to_load", on_instance=True),
     PrivateName(_FIT_LOOP, "_load_combined_loader_states"),
     PrivateName(_FIT_LOOP, "_data_fetcher", on_instance=True),
+    # The step Lightning logs scalars at, so images and text sit at the same step as the scalars.
+    PrivateName(
+        "lightning.pytorch.loops.training_epoch_loop:_TrainingEpochLoop",
+        "_batches_that_stepped",
+        on_instance=True,
+    ),  # fmt: skip
     PrivateName("lightning.fabric.utilities.data", "_set_sampler_epoch"),
     # LightningCLI's steps between parsing and running.
     PrivateName(_CLI, "_parse_ckpt_path"),

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule
 
-from bigtrain.lightning_compat import attached_trainer
+from bigtrain.lightning_compat import attached_trainer, logging_step
 
 
 def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 1) -> torch.Tensor:
@@ -31,7 +31,7 @@ def log_image(module: LightningModule, tag: str, images: torch.Tensor, nrow: int
     """Log a grid of images to TensorBoard, if a TensorBoard logger is attached (rank 0 only)."""
     experiment = _tensorboard(module)
     if experiment is not None:
-        experiment.add_image(tag, image_grid(images, nrow), global_step=module.global_step)
+        experiment.add_image(tag, image_grid(images, nrow), global_step=_step(module))
 
 
 def log_text(module: LightningModule, tag: str, text: str) -> None:
@@ -39,7 +39,14 @@ def log_text(module: LightningModule, tag: str, text: str) -> None:
     experiment = _tensorboard(module)
     if experiment is not None:
         # Markdown would eat newlines and markup characters of generated text; a code block keeps them.
-        experiment.add_text(tag, "```\n" + text + "\n```", global_step=module.global_step)
+        experiment.add_text(tag, "```\n" + text + "\n```", global_step=_step(module))
+
+
+def _step(module: LightningModule) -> int:
+    """The step the module's scalars are logged at, so that samples line up with them in TensorBoard (for
+    the GAN, `global_step` counts a D and a G step per batch, the scalars one step per batch)."""
+    trainer = attached_trainer(module)
+    return logging_step(trainer) if trainer is not None else module.global_step
 
 
 def _tensorboard(module: LightningModule) -> Any:

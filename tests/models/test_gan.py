@@ -283,6 +283,10 @@ def test_fixed_noise_grid_reaches_tensorboard(tmp_path: Path) -> None:
     image = events.Images("samples/fixed_noise")[-1]
     assert (image.width, image.height) == (4 * 9 + 1, 4 * 9 + 1)  # 4x4 grid of 8x8 images, 1-pixel gaps
     assert {"val/d_loss", "val/g_loss", "val/d_real", "val/d_fake"} <= set(events.Tags()["scalars"])
+    # 4 optimizer steps are 2 batches (a D and a G step each); the grids sit at the scalars' steps.
+    assert module.global_step == 4
+    steps = [s.step for s in events.Scalars("val/d_loss")]
+    assert steps and [i.step for i in events.Images("samples/fixed_noise")] == steps
 
 
 def _digits() -> torch.Tensor:
