@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import re
 import struct
 import tarfile
 from pathlib import Path
@@ -39,6 +40,11 @@ def test_shared_uci_digits():
     assert set(torch.cat([dm.train_set.y, dm.val_set.y]).tolist()) == set(range(10))
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (10, 1, 8, 8)
+    # The README names the file's source by its SHA-256: this is the file it means.
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    documented = re.search(r"digits\.csv\.gz` \(SHA-256\s+`([0-9a-f]{64})`", readme)
+    digest = hashlib.sha256((TEST_DATA / "digits" / "digits.csv.gz").read_bytes()).hexdigest()
+    assert documented and documented.group(1) == digest
 
 
 def test_digits_file_written_here_and_bad_rows(tmp_path):
