@@ -313,6 +313,11 @@ def run(command: str, args: list[str]) -> int:
     check_config_files(args)
     try:
         _cli(command, args)
+    except UserError:
+        from bigtrain.run_names import remove_failed_start
+
+        remove_failed_start()  # a refused start leaves no directory holding only its config.yaml
+        raise
     finally:
         if owns_env:
             os.environ.pop(RUN_DIR_ENV, None)

@@ -65,12 +65,41 @@ def default_run_dir(name: str) -> str:
     return str(path)
 
 
+_NEW_RUN_DIRS: list[Path] = []
+"""Run directories this process found missing and is about to create (see `remove_failed_start`)."""
+START_FILES = ("config.yaml", "hparams.yaml", ".bigtrain.lock", "events.out.tfevents.*")
+"""What a run writes into its directory before training: all there is when it fails to start."""
+
+
+def remove_failed_start() -> None:
+    """Remove the run directories this process created, when the run failed before training started: only
+    while they hold nothing but START_FILES (a checkpoint, metrics.json or anything else keeps them)."""
+    while _NEW_RUN_DIRS:
+        path = _NEW_RUN_DIRS.pop()
+        try:
+            entries = list(path.iterdir())
+        except OSError:
+            continue
+        if all(e.is_file() and any(e.match(pattern) for pattern in START_FILES) for e in entries):
+            for entry in entries:
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+            with contextlib.suppress(OSError):
+                path.rmdir()
+
+
+def keep_run_dirs() -> None:
+    """Training has started: a failure from now on keeps the run directory, logs and all."""
+    _NEW_RUN_DIRS.clear()
+
+
 def make_run_dir(path: Path) -> None:
     """Create the run directory now, before any work: a UserError if it cannot be (read-only parent, a
     virtual file system such as /proc, a name longer than the file system allows)."""
     created: list[Path] = []
     try:
         created = [p for p in [path, *path.parents] if not p.exists()]
+        _NEW_RUN_DIRS.extend(created[:1])
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".bigtrain-write-test-{os.getpid()}"  # one per rank: ranks run this at once
         probe.touch()  # root may mkdir where writing fails (e.g. under /proc), and the reverse

@@ -28,6 +28,11 @@ class RunDirectory(Callback):
             read_metrics(self.run_dir / "metrics.json")  # a reused directory's file, vetted before any work
             print(f"run directory: {self.run_dir}", flush=True)
 
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
+        from bigtrain.run_names import keep_run_dirs
+
+        keep_run_dirs()  # from here on the directory holds the run's work, whatever ends it
+
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
         self.write_metrics(trainer)
 

@@ -277,6 +277,9 @@ def test_bad_input(outcomes, case):
     assert len(lines) == 1, out.stderr[-3000:]
     assert lines[0].startswith("bigtrain: error: "), lines[0]
     assert case.named in lines[0], lines[0]
+    # A run refused before it starts leaves no run directory behind (nor one holding only a config.yaml).
+    run_dir = outcomes.work / "runs" / case.id
+    assert case.run_dir or not run_dir.exists(), sorted(p.name for p in run_dir.iterdir())
 
 
 def test_table_is_large_and_distinct():
