@@ -160,6 +160,12 @@ def logging_step(trainer: Trainer) -> int:
     return trainer.fit_loop.epoch_loop._batches_that_stepped
 
 
+def set_ddp_option(strategy: Any, name: str, value: Any) -> None:
+    """Set one of the keyword arguments a DDPStrategy passes to DistributedDataParallel, after __init__
+    (what it needs may only be known once the module is attached, in `setup`)."""
+    strategy._ddp_kwargs[name] = value
+
+
 def device_mesh(strategy: Any) -> Any | None:
     """The strategy's device mesh, or None (not a ModelParallelStrategy, or not set up yet)."""
     # ModelParallelStrategy.device_mesh raises until the mesh exists; other strategies have no mesh.

@@ -62,6 +62,7 @@ PRIVATE_NAMES: tuple[PrivateName, ...] = (
     # Trainer, strategy and module internals.
     PrivateName("lightning.pytorch:Trainer", "_accelerator_connector", on_instance=True),
     PrivateName("lightning.pytorch:LightningModule", "_trainer", on_instance=True),
+    PrivateName("lightning.pytorch.strategies:DDPStrategy", "_ddp_kwargs", on_instance=True),
     PrivateName(_MODEL_PARALLEL, "_device_mesh", on_instance=True),
     PrivateName(_MODEL_PARALLEL, "_data_parallel_size", on_instance=True),
     PrivateName(_MODEL_PARALLEL, "_tensor_parallel_size", on_instance=True),

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import re
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from bigtrain.private_names import PRIVATE_NAMES, PrivateName, missing_names
 PACKAGE = Path(lightning_compat.__file__).resolve().parent
 COMPAT = Path(lightning_compat.__file__).resolve()
 TABLE = Path(private_names.__file__).resolve()  # names them as strings; uses none
+OTHERS = sorted(p for p in PACKAGE.rglob("*.py") if p not in (COMPAT, TABLE))
 
 
 def _trainer() -> Any:
@@ -36,7 +38,7 @@ def instance_of(owner: str) -> Any:
     """An instance of an owner whose private names are set on instances."""
     from lightning.pytorch import LightningModule
     from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.strategies import ModelParallelStrategy
+    from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
 
     factories = {
         "lightning.pytorch.callbacks:ModelCheckpoint": ModelCheckpoint,
@@ -47,6 +49,7 @@ def instance_of(owner: str) -> Any:
         "lightning.pytorch:Trainer": _trainer,
         "lightning.pytorch:LightningModule": LightningModule,
         "lightning.pytorch.strategies:ModelParallelStrategy": ModelParallelStrategy,
+        "lightning.pytorch.strategies:DDPStrategy": DDPStrategy,
         "argparse:ArgumentParser": argparse.ArgumentParser,
         "argparse:_SubParsersAction": lambda: argparse.ArgumentParser().add_subparsers(),
         "torch.nn:Module": torch.nn.Module,
@@ -95,9 +98,7 @@ def test_the_table_lists_every_private_name_the_compat_module_uses():
     assert _private_uses(COMPAT.read_text()) - listed - own == set()
 
 
-@pytest.mark.parametrize(
-    "path", sorted(p for p in PACKAGE.rglob("*.py") if p not in (COMPAT, TABLE)), ids=str
-)
+@pytest.mark.parametrize("path", OTHERS, ids=str)
 def test_no_other_module_uses_a_listed_private_name(path):
     listed = {entry.name for entry in PRIVATE_NAMES}
     listed |= {part for entry in PRIVATE_NAMES for part in re.split(r"[.:]", entry.owner) if part[0] == "_"}
@@ -155,3 +156,32 @@ def test_argument_dests_and_subcommand_parser():
     assert lightning_compat.subcommand_parser(parser, None) is None
     assert "lr" in lightning_compat.argument_dests(sub)
     assert lightning_compat.subcommand_parser(ArgumentParser(), "fit") is None
+
+
+def _inherited_private_reads(text: str) -> set[str]:
+    """`self._name` that a class reads but neither assigns nor defines: a private of a base class."""
+    found = set()
+    for cls in (n for n in ast.walk(ast.parse(text)) if isinstance(n, ast.ClassDef)):
+        defined = {n.name for n in cls.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
+        read = set()
+        for node in ast.walk(cls):
+            if not (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)):
+                continue
+            if node.value.id == "self" and node.attr.startswith("_") and not node.attr.startswith("__"):
+                (defined if isinstance(node.ctx, ast.Store) else read).add(node.attr)
+        found |= {f"{cls.name}.{name}" for name in read - defined}
+    return found
+
+
+@pytest.mark.parametrize("path", OTHERS, ids=str)
+def test_no_class_reads_a_private_name_of_its_base(path):
+    """`self._x` of a Lightning or torch base class is a private name too (`_private_uses` skips self)."""
+    assert _inherited_private_reads(path.read_text()) == set()
+
+
+def test_the_base_class_scanner_finds_an_inherited_private():
+    text = (
+        "class S(DDPStrategy):\n    def setup(self):\n"
+        "        self._own = 1\n        self._ddp_kwargs['x'] = self._own\n"
+    )
+    assert _inherited_private_reads(text) == {"S._ddp_kwargs"}

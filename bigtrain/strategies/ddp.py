@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 
 from bigtrain.errors import UserError
+from bigtrain.lightning_compat import set_ddp_option
 from bigtrain.strategies.fsdp import DEFAULT_TIMEOUT_S
 
 
@@ -43,7 +44,7 @@ class DDP(DDPStrategy):
     def setup(self, trainer: Any) -> None:  # noqa: D102
         if self.find_unused_parameters is None:
             module = trainer.lightning_module
-            self._ddp_kwargs["find_unused_parameters"] = not module.automatic_optimization
+            set_ddp_option(self, "find_unused_parameters", not module.automatic_optimization)
         super().setup(trainer)
 
     def load_model_state_dict(self, checkpoint: Any, strict: bool = True) -> None:  # noqa: D102
