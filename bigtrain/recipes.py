@@ -24,7 +24,7 @@ RECIPES_ENV = "BIGTRAIN_RECIPES"
 """os.pathsep-separated folders of the user's own recipes."""
 MAX_CHAIN = 16
 """Most recipes one chain of bases may hold (a longer one is almost surely a mistake)."""
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?")
 """A recipe name: `name` or `family/name`, each part a plain file name."""
 
 
@@ -166,7 +166,7 @@ def _base_of(path: Path) -> Path | None:
         if not base.is_file():
             raise UserError(f"{path}: base {value!r} is not a file (paths are relative to the recipe)")
         return base
-    if not _NAME.fullmatch(value):
+    if not NAME_PATTERN.fullmatch(value):
         raise UserError(f"{path}: base {value!r} is neither a recipe name (family/name) nor a .yaml path")
     return find(value, skip=path)
 
