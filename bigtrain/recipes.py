@@ -125,13 +125,20 @@ def packaged_recipes() -> list[Recipe]:
 def find(name: str, skip: Path | None = None) -> Path:
     """The path of a recipe given as `family/name`, a unique bare `name`, or an existing YAML file.
 
-    `skip`: a recipe file to pass over, so that a recipe named like the one it hides can build on it."""
+    `skip`: a recipe file whose name finds the next folder's recipe of that name instead, so that a recipe
+    named like one it hides can build on it."""
     if name.endswith((".yaml", ".yml")) and Path(name).is_file():
         return Path(name)
-    recipes: dict[str, Recipe] = {}
+    same: dict[str, list[Recipe]] = {}
     for recipe in found_recipes():
-        if skip is None or recipe.path.resolve() != skip.resolve():
-            recipes.setdefault(recipe.name, recipe)
+        same.setdefault(recipe.name, []).append(recipe)
+    recipes: dict[str, Recipe] = {}
+    for key, candidates in same.items():
+        paths = [r.path.resolve() for r in candidates]
+        if skip is not None and skip.resolve() in paths:
+            candidates = candidates[paths.index(skip.resolve()) + 1 :]
+        if candidates:
+            recipes[key] = candidates[0]
     key = name.removesuffix(".yaml")
     if key in recipes:
         return recipes[key].path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 from bigtrain.commands.args import OneLineParser, subcommands
@@ -146,21 +147,31 @@ def _base_value(base: Path, dest: Path) -> str:
 
 
 def _print_table(recipes: list[Recipe]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
+    """A rich table on a terminal; plain aligned lines otherwise (nothing wrapped or cut, for scripts)."""
     winner: dict[str, Recipe] = {}
     for r in recipes:
         winner.setdefault(r.name, r)
-    table = Table("recipe", "from", "data", "description", box=None, pad_edge=False)
+    rows = []
     for r in recipes:
         where = r.source
         if winner[r.name] is not r:
             where += f" (hidden by {winner[r.name].source})"
         elif sum(x.name == r.name for x in recipes) > 1:
             where += " (wins)"
-        table.add_row(r.name, where, _data(r), r.description)
-    Console(width=max(Console().width, 120)).print(table)
+        rows.append((r.name, where, _data(r), r.description))
+    header = ("recipe", "from", "data", "description")
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(*header, box=None, pad_edge=False)
+        for row in rows:
+            table.add_row(*row)
+        Console(width=max(Console().width, 120)).print(table)
+        return
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(3)]
+    for row in [header, *rows]:
+        print("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[3]]).rstrip())
 
 
 def _data(recipe: Recipe) -> str:
