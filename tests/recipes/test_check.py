@@ -110,3 +110,16 @@ def test_copy_of_a_based_recipe_still_finds_its_base(tmp_path):
     assert "base: rnn/builtin-char\n" in dest.read_text()
     assert differences(resolved(str(dest), []), resolved("rnn/shakespeare-char", [])) == []
     assert yaml.safe_load(dest.read_text())["trainer"]["max_steps"] == 3000
+
+
+def test_readme_check_example_is_what_check_prints():
+    import torch
+
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("$ bigtrain recipes check transformer/gpt-1b-fsdp\n", 1)[1].split("```", 1)[0]
+    lines = check("transformer/gpt-1b-fsdp", []).lines()
+    if torch.cuda.is_available():  # the plan line is for this machine's device memory, 80 GB without CUDA
+        lines, block = lines[:-1], block.rsplit("  plan", 1)[0]
+    assert block.splitlines() == lines
