@@ -152,3 +152,9 @@ def test_packaged_recipes_build_on_packaged_recipes_only(tmp_path, monkeypatch):
     assert chain[0].resolve() == recipes_dir().resolve() / "transformer" / "builtin-char.yaml"
     own = base_chain(find("transformer/builtin-char"))  # the user's, built on the packaged one it hides
     assert [p.resolve() for p in own] == [chain[0].resolve(), (write_dir / "builtin-char.yaml").resolve()]
+
+
+def test_export_finds_the_model_class_in_the_base():
+    from bigtrain.checkpoints.export import model_class_path
+
+    assert model_class_path("transformer/gpt-1b-fsdp") == "bigtrain.models.transformer.GPTModule"
