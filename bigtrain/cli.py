@@ -39,7 +39,7 @@ training (LightningCLI; any config key can be overridden, e.g. --trainer.max_ste
   options: --recipe NAME | --config FILE, --run_dir DIR, --ckpt_path PATH|auto, --print_config, --help
 
 utilities:
-  recipes    list | show NAME | copy NAME DEST
+  recipes    list | show NAME | copy NAME DEST | new NAME --from BASE | check RECIPE | diff A B
   submit     slurm | torchrun: run a recipe on a cluster
   jobs       this user's bigtrain cluster jobs
   plan       RECIPE [--nodes N --devices-per-node G --device-memory 80GB]: memory per device, per strategy

@@ -12,30 +12,31 @@ def check_config_files(args: list[str]) -> None:
     """A `--config` file that is not valid YAML, named with the line and column where it breaks (jsonargparse
     reports only the parser's first complaint, without the file); a file too large, or whose aliases expand
     past MAX_YAML_NODES (a "billion laughs" bomb of nested anchors), is refused before anything expands it."""
-    import yaml
-
     values = [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
     values += [value for flag, value in zip(args, args[1:], strict=False) if flag in ("--config", "-c")]
     for value in values:
-        path = Path(value)
-        if not path.is_file():
-            continue
-        if path.stat().st_size > MAX_YAML_BYTES:
-            raise UserError(
-                f"--config {value} is {path.stat().st_size} bytes; a recipe is at most {MAX_YAML_BYTES} bytes"
-            )
-        try:
-            root = yaml.compose(path.read_text(encoding="utf-8", errors="replace"), Loader=yaml.SafeLoader)
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(err, "problem", None) or "unreadable"
-            raise UserError(f"--config {value} is not valid YAML: {problem}{where}") from err
-        if root is not None and _expanded_nodes(root, {}) > MAX_YAML_NODES:
-            raise UserError(
-                f"--config {value} expands to more than {MAX_YAML_NODES} values through its aliases "
-                f"(*name); write the values out, or use fewer nested aliases"
-            )
+        if Path(value).is_file():
+            check_config_file(Path(value), f"--config {value}")
+
+
+def check_config_file(path: Path, label: str) -> None:
+    """Refuse the YAML file `path` (`label` in messages) when too large, invalid or an alias bomb."""
+    import yaml
+
+    if path.stat().st_size > MAX_YAML_BYTES:
+        raise UserError(f"{label} is {path.stat().st_size} bytes; a recipe is at most {MAX_YAML_BYTES} bytes")
+    try:
+        root = yaml.compose(path.read_text(encoding="utf-8", errors="replace"), Loader=yaml.SafeLoader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or "unreadable"
+        raise UserError(f"{label} is not valid YAML: {problem}{where}") from err
+    if root is not None and _expanded_nodes(root, {}) > MAX_YAML_NODES:
+        raise UserError(
+            f"{label} expands to more than {MAX_YAML_NODES} values through its aliases "
+            f"(*name); write the values out, or use fewer nested aliases"
+        )
 
 
 MAX_YAML_BYTES = 1 << 20

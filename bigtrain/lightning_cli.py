@@ -57,6 +57,13 @@ class BigtrainCLI(LightningCLIHooks):
         parser.add_argument(
             "--recipe_name", type=str | None, default=None, help="Set by --recipe; names runs."
         )
+        parser.add_argument(
+            "--base",
+            type=str | None,
+            default=None,
+            help="Set in a recipe (`base: NAME` or a path relative to it): the recipe it builds on. "
+            "bigtrain stacks the chain as --config files, base first.",
+        )
         from bigtrain.callbacks.nonfinite import NonFiniteGuard
 
         # `--nonfinite.mode skip|stop|off`, `--nonfinite.max_skips N` (or `nonfinite:` in a recipe).
@@ -224,21 +231,24 @@ def _dests(parser: LightningArgumentParser, args: Any) -> list[str]:
 
 def expand_recipe(args: list[str]) -> list[str]:
     """Replace `--recipe NAME` by `--config <file> --recipe_name NAME` (recipes are LightningCLI configs),
-    and a short `--trainer.strategy` name by its class."""
-    from bigtrain.recipes import find
+    a recipe or `--config` file with a `base:` by a `--config` for each file of its chain, and a short
+    `--trainer.strategy` name by its class."""
+    from bigtrain.recipes import config_args, find
 
     out, i = [], 0
     while i < len(args):
         arg = args[i]
-        if arg == "--recipe" or arg.startswith("--recipe="):
-            if "=" in arg:
-                name = arg.split("=", 1)[1]
-            elif i + 1 < len(args):
-                name, i = args[i + 1], i + 1
-            else:
-                raise UserError("--recipe needs a name; see `bigtrain recipes list`")
-            path = find(name)
-            out += ["--config", str(path), "--recipe_name", run_name(name)]
+        flag, _, value = arg.partition("=")
+        if flag in ("--recipe", "--config", "-c") and not value:
+            if i + 1 >= len(args):
+                raise UserError(f"{flag} needs a value; see `bigtrain recipes list`")
+            value, i = args[i + 1], i + 1
+        if flag == "--recipe":
+            out += [*config_args(find(value)), "--recipe_name", run_name(value)]
+        elif flag in ("--config", "-c") and Path(value).is_file():
+            out += config_args(Path(value))
+        elif flag in ("--config", "-c"):
+            out += [flag, value]  # a YAML string or a missing file: jsonargparse says which
         else:
             out.append(arg)
         i += 1

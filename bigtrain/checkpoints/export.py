@@ -142,13 +142,11 @@ def _run_config(source: Path, given: str | None) -> str | None:
 
 def model_class_path(config: str) -> str | None:
     """`model.class_path` of a config YAML or recipe, read without building anything."""
-    import yaml
-
-    from bigtrain.recipes import find
+    from bigtrain.recipes import base_chain, find, lookup
 
     path = Path(config) if Path(config).is_file() else find(config)
-    model = (yaml.safe_load(path.read_text()) or {}).get("model")
-    return model.get("class_path") if isinstance(model, dict) else None
+    class_path = lookup(base_chain(path), "model.class_path")  # a recipe may leave it to its base
+    return class_path if isinstance(class_path, str) else None
 
 
 def _resumable(checkpoint: dict[str, Any], weights: dict[str, Any], config: str | None) -> dict[str, Any]:

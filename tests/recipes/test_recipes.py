@@ -5,17 +5,16 @@ from __future__ import annotations
 import shlex
 
 import pytest
-import yaml
 
-from bigtrain.recipes import all_recipes
+from bigtrain.recipes import base_chain, lookup, packaged_recipes
 from tests.conftest import test_data_dir
 
-RECIPES = all_recipes()
+RECIPES = packaged_recipes()
 
 
 def data_overrides(path) -> list[str]:
     """Point recipes that read real data at the shared test copy (the product never needs it)."""
-    source = ((yaml.safe_load(path.read_text()).get("data") or {}).get("init_args") or {}).get("source")
+    source = lookup(base_chain(path), "data.init_args.source")
     shared = test_data_dir()
     if source == "digits":
         file = shared / "digits" / "digits.csv.gz"
@@ -50,7 +49,7 @@ def test_recipe_header(recipe):
 @pytest.mark.parametrize("recipe", RECIPES, ids=[r.name for r in RECIPES])
 def test_recipe_runs_one_batch(recipe, bigtrain_cmd, tmp_path):
     data = data_overrides(recipe.path)
-    source = yaml.safe_load(recipe.path.read_text())["data"]["init_args"].get("source")
+    source = lookup(base_chain(recipe.path), "data.init_args.source")
     if source in ("digits", "shakespeare") and not data:
         pytest.skip(f"shared test data not found at {test_data_dir()}")
     run_dir = tmp_path / "run"
