@@ -111,10 +111,9 @@ def learns_verdict(seen: Observations, fam: str | None, steps: int) -> Verdict:
     target = first * fraction
     if last < target:
         return Verdict("learns", "pass", f"{curve} (< {fraction:g} x start)", details)
-    return Verdict(
-        "learns", "FAIL", f"{curve}: did not fall below {fraction:g} x start = {target:.3g} on one fixed batch "
-        f"(a learning rate of 0, a frozen or detached model, or a loss that ignores the output)", details,
-    )  # fmt: skip
+    why = "a learning rate of 0, a frozen or detached model, or a loss that ignores the output"
+    summary = f"{curve}: did not fall below {fraction:g} x start = {target:.3g} on one fixed batch ({why})"
+    return Verdict("learns", "FAIL", summary, details)
 
 
 def nan_verdict(seen: Observations) -> Verdict:

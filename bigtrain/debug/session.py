@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from bigtrain.debug.probe import WARMUP_STEPS, DebugProbe
 from bigtrain.debug.tensors import batch_problems
 from bigtrain.lightning_cli import BigtrainCLI
 
+_LIBRARY = re.compile(r"[/\\](torch|lightning)[/\\]")
 DATA_BATCHES = 3
 """Batches read from the real loader: the first (start-up) and the rest (steady data time)."""
 
@@ -138,6 +140,8 @@ def _anomaly(message: str, caught: list[Any]) -> str | None:
         text = str(w.message)
         if "Traceback of forward call" in text:
             frames = [ln.strip() for ln in text.splitlines() if ln.strip().startswith("File ")]
+            # The innermost frame outside torch and Lightning: the model's own line.
+            frames = [f for f in frames if not _LIBRARY.search(f)] or frames
             if frames:
                 return f"{node} (forward: {frames[-1]})"
     return node
@@ -163,13 +167,17 @@ def verdicts(cli: DebugCLI, options: Options) -> list[Verdict]:
     rows = [make[name]() for name in options.checks]
     stopped = cli.data is not None and any("outside" in p for p in cli.data["problems"])
     if stopped:
-        rows = [
-            r if r.check == "data" else Verdict(r.check, "skip", "not run: the data check failed")
-            for r in rows
-        ]
+        rows = [_skipped(r, ("data",), "not run: the data check failed") for r in rows]
+    elif seen.anomaly:
+        why = "not run: step 0's backward made NaN/Inf (see nan)"
+        rows = [_skipped(r, ("data", "shapes", "nan"), why) for r in rows]
     if cli.error and not seen.anomaly:
         rows.append(Verdict("run", "FAIL", cli.error))
     return rows
+
+
+def _skipped(row: Verdict, kept: tuple[str, ...], why: str) -> Verdict:
+    return row if row.check in kept else Verdict(row.check, "skip", why)
 
 
 def min_steps(checks: tuple[str, ...], steps: int) -> int:

@@ -52,7 +52,7 @@ def smallest_preset(class_path: str) -> str | None:
 def shrink(config: dict, *, tiny: bool, keep_size: bool, gpu: bool, user_keys: set[str]) -> Shrink:
     """The overrides for a resolved fit config; keys the user set on the command line are left alone."""
     out = Shrink()
-    trainer, model, data = config["trainer"], config["model"], config["data"]
+    trainer, data = config["trainer"], config["data"]
     data_args = data.get("init_args") or {}
 
     def put(key: str, old: Any, new: Any, why: str = "") -> None:
