@@ -60,6 +60,8 @@ class DebugProbe(Callback):
         self._profiler: Any = None
         self._cuda = False
         self.hold_lr = False
+        self.learn_fraction: float | None = None
+        """Stop once the loss is below this fraction of its first value (the learns check has passed)."""
 
     # -- set-up -------------------------------------------------------------------------------------------
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
@@ -145,8 +147,17 @@ class DebugProbe(Callback):
         self._t = {}
         if self._profiler is not None and self._step >= WARMUP_STEPS + self.profile_steps - 1:
             self._stop_profiler()
-        if self.seen.losses and not math.isfinite(self.seen.losses[-1]):
+        losses = self.seen.losses
+        if losses and not math.isfinite(losses[-1]):
             trainer.should_stop = True  # nothing more to learn from a non-finite run
+        timed = self._step + 1 >= max(WARMUP_STEPS + self.profile_steps, GRAD_STEPS)
+        if (
+            self.learn_fraction is not None
+            and timed
+            and losses
+            and losses[-1] < losses[0] * self.learn_fraction
+        ):
+            trainer.should_stop = True  # learnt: the rest of --steps would show nothing new
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
         self.finish(pl_module)

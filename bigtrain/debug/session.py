@@ -14,6 +14,7 @@ from bigtrain.debug.checks import (
     data_verdict,
     family,
     grads_verdict,
+    learn_fraction,
     learns_verdict,
     nan_verdict,
     shapes_verdict,
@@ -77,6 +78,8 @@ class DebugCLI(BigtrainCLI):
         config["default_root_dir"] = str(self.run_dir)
         trace = str(self.run_dir / "trace.json") if self.options.trace else None
         self.probe = DebugProbe(nan_hooks="nan" in self.options.checks, trace=trace)
+        if "learns" in self.options.checks:
+            self.probe.learn_fraction = learn_fraction(family(self.model))
         config["callbacks"] = [*(config.get("callbacks") or []), self.probe]
         config["strategy"] = resolve_strategy(
             config.get("strategy", "auto"), config, self.model, self.datamodule

@@ -55,7 +55,7 @@ def test_a_learning_rate_of_0_does_not_learn(tmp_path, monkeypatch, capsys):
     )  # fmt: skip
     assert code == 1
     learns = row(report, "learns")
-    assert learns["status"] == "FAIL" and "did not fall below 0.1 x start" in learns["summary"]
+    assert learns["status"] == "FAIL" and "did not fall below 0.3 x start" in learns["summary"]
     losses = learns["details"]["losses"]
     assert len(losses) == 8 and losses[-1] == pytest.approx(losses[0])
 
