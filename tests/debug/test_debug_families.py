@@ -1,4 +1,4 @@
-"""`bigtrain debug --tiny` passes on a recipe of each family, the cluster-sized ones shrunk to this machine."""
+"""`bigtrain debug --tiny` passes on a recipe of each family; cluster-sized ones shrink to this machine."""
 
 from __future__ import annotations
 
