@@ -52,7 +52,8 @@ def _run(source: list[str], args: Any, overrides: list[str]) -> int:
     argv = [*source, *small.args, *[x for k, v in knobs.items() for x in (f"--trainer.{k}", str(v))]]
     cls = type("DebugCLI", (DebugCLI,), {"options": options})
     cli = build_cli("fit", [*argv, *overrides], cls)
-    changes = [*small.changes, f"{steps} steps on one fixed batch"]
+    learn = " (ends once the loss has fallen enough)" if "learns" in args.checks else ""
+    changes = [*small.changes, f"up to {steps} steps on one fixed batch{learn}"]
     lrs = cli.probe.seen.lrs
     if lrs:
         changes.append("learning rate held at " + ", ".join(f"{x:g}" for x in lrs) + " (no warm-up/decay)")

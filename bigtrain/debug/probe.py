@@ -82,7 +82,8 @@ class DebugProbe(Callback):
     def _forward_hook(self, name: str) -> Any:
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
             if self._step == 0 and name.count(".") <= 2 and not isinstance(module, _CONTAINERS):
-                shape = "x".join(map(str, output.shape)) if isinstance(output, torch.Tensor) else "-"
+                first = _tensors(output)[:1]  # a VAE's net returns (reconstruction, mean, log-variance)
+                shape = "x".join(map(str, first[0].shape)) if first else "-"
                 own = sum(p.numel() for p in module.parameters())
                 self.seen.shapes.append((name, shape, own))
             if self.nan_hooks and self.seen.nonfinite is None and _nonfinite(output):

@@ -34,4 +34,5 @@ def test_debug_tiny_passes_on_each_family(tmp_path, monkeypatch, capsys, recipe,
     if recipe.endswith("-fsdp"):
         assert "trainer.strategy: 'fsdp' -> 'single'" in out and "-> 'tiny' (the family's smallest)" in out
         assert "trainer.num_nodes" in out and "data.source" in out
+        assert "trainer.precision: 'bf16-mixed' -> '32-true'" in out
     assert "all checks passed" in out

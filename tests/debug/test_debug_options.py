@@ -16,9 +16,11 @@ IMAGES = ["--data.num_samples", "64", "--data.val_fraction", "0.25"]
 
 
 def test_trace_writes_a_chrome_trace_into_the_run_directory(tmp_path, capsys):
-    code = main(["cnn/glyphs", *IMAGES, "--checks", "speed", "--trace", "--run_dir", str(tmp_path / "r")])
+    args = ["--checks", "speed", "--trace", "--details", "--run_dir", str(tmp_path / "r")]
+    code = main(["cnn/glyphs", *IMAGES, *args])
     out = capsys.readouterr().out
     assert code == 0, out
+    assert "top operators (self time over the profiled steps):" in out
     trace = json.loads((tmp_path / "r" / "trace.json").read_text())
     assert any(e.get("name", "").startswith("aten::") for e in trace["traceEvents"])
     report = json.loads((tmp_path / "r" / "debug.json").read_text())
@@ -62,3 +64,20 @@ def test_lightnings_debugging_flags_keep_working(tmp_path):
     code = lightning_run("fit", args)
     assert code == 0
     assert json.loads((run_dir / "metrics.json").read_text())["global_step"] == 3
+
+
+def test_nan_and_constant_inputs_fail_the_data_check():
+    from types import SimpleNamespace
+
+    import torch
+
+    from bigtrain.debug.tensors import batch_problems
+
+    data = SimpleNamespace(num_classes=10)
+    x = torch.zeros(4, 3)
+    _, problems = batch_problems((x, torch.tensor([0, 1, 2, 3])), data)
+    assert problems == ["batch[0] is constant (0 everywhere)"]
+    x[1, 2] = float("nan")
+    rows, problems = batch_problems((x, torch.tensor([0, 1, 2, 9])), data)
+    assert problems == ["batch[0] holds 1 NaN/Inf values"]
+    assert rows[1]["distinct"] == 4 and rows[1]["max"] == 9
