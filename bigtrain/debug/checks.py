@@ -152,9 +152,14 @@ def speed_verdict(seen: Observations, data: dict[str, Any] | None) -> Verdict:
     if data and len(data["seconds"]) > 1:
         med = {"data": statistics.median(data["seconds"][1:]) * 1e3, **med}
     split = ", ".join(f"{k} {v:.1f}" for k, v in med.items())
-    peak = f"; peak {seen.peak_bytes / 2**20:.0f} MiB" if seen.peak_bytes else ""
+    peak = f"; peak {_bytes(seen.peak_bytes)}" if seen.peak_bytes else ""
+    if seen.peak_bytes and not seen.cuda:
+        peak += " (process)"
+    if seen.planned_bytes:
+        peak += f", plan {_bytes(seen.planned_bytes)}"
     top = f"; top op {seen.top_ops[0][0]}" if seen.top_ops else ""
-    details = {"ms": med, "peak_bytes": seen.peak_bytes, "top_ops": seen.top_ops}
+    details = {"ms": med, "peak_bytes": seen.peak_bytes, "planned_bytes": seen.planned_bytes}
+    details["top_ops"] = seen.top_ops
     return Verdict("speed", "pass", f"ms/step: {split}{peak}{top}", details)
 
 

@@ -40,6 +40,9 @@ class Observations:
     anomaly: str | None = None
     top_ops: list[tuple[str, float, int]] = field(default_factory=list)
     peak_bytes: int | None = None
+    planned_bytes: int | None = None
+    cuda: bool = False
+    """`bigtrain plan`'s estimate of the step's tensors on one device, to set beside the measured peak."""
     params: list[tuple[str, torch.dtype, int, bool]] = field(default_factory=list)
     lrs: list[float] = field(default_factory=list)
     """The learning rate of each optimizer's first group, held for the whole run."""
@@ -65,7 +68,7 @@ class DebugProbe(Callback):
 
     # -- set-up -------------------------------------------------------------------------------------------
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
-        self._cuda = pl_module.device.type == "cuda"
+        self._cuda = self.seen.cuda = pl_module.device.type == "cuda"
         if self._cuda:
             torch.cuda.reset_peak_memory_stats(pl_module.device)
         if self.hold_lr:

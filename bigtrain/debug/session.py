@@ -116,6 +116,20 @@ class DebugCLI(BigtrainCLI):
                 else:
                     self.error = _one_line(err)
         self.probe.finish(self.model)
+        if "speed" in self.options.checks:
+            self.probe.seen.planned_bytes = planned_bytes(self.model, datamodule, self.trainer.precision)
+
+
+def planned_bytes(model: Any, datamodule: Any, precision: Any) -> int | None:
+    """`bigtrain plan`'s estimate for one device at this run's batch and precision, or None."""
+    from bigtrain.plan.facts import model_facts
+    from bigtrain.plan.memory import ParallelLayout, estimate, precision_of
+
+    try:
+        facts = model_facts(model, datamodule)
+        return estimate(facts, ParallelLayout("single", "single", 1, 1), precision_of(precision)).total
+    except Exception:  # a side note: a model the planner cannot read still gets its report
+        return None
 
 
 def _read(loader: Any, n: int) -> tuple[list[Any], list[float]]:

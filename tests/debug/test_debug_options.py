@@ -27,6 +27,7 @@ def test_trace_writes_a_chrome_trace_into_the_run_directory(tmp_path, capsys):
     (speed,) = report["checks"]
     assert set(speed["details"]["ms"]) == {"data", "forward", "backward", "optimizer"}
     assert 1 <= len(speed["details"]["top_ops"]) <= 10
+    assert speed["details"]["planned_bytes"] > 0 and ", plan " in speed["summary"]
 
 
 def test_keep_size_keeps_the_model_and_one_devices_share_of_the_batch():
