@@ -7,6 +7,8 @@ import re
 from bigtrain.commands.args import OneLineParser
 from bigtrain.errors import UserError
 
+ONE_PROCESS = ("trainer.strategy", "trainer.devices", "trainer.num_nodes")
+"""Settings the shrink owns: a debug run is one process on one device."""
 CHECK_NAMES = ("data", "shapes", "grads", "learns", "nan", "speed")
 DESCRIPTION = (
     "Run a recipe's own module, DataModule and strategy classes shrunk to one process on the first GPU or "
@@ -43,6 +45,13 @@ def parse(argv: list[str]) -> tuple[list[str], object, list[str]]:
         raise UserError("--tiny and --keep-size contradict each other: give one")
     if args.steps < 1:
         raise UserError(f"--steps must be >= 1, got {args.steps!r}")
+    for arg in overrides:
+        key = arg[2:].split("=", 1)[0] if arg.startswith("--") else ""
+        if key in ONE_PROCESS or key.startswith("trainer.strategy."):
+            raise UserError(
+                f"bigtrain debug runs one process on one device: leave out --{key} (bigtrain fit runs a "
+                "recipe on several)"
+            )
     checks = tuple(c.strip() for c in args.checks.split(",") if c.strip())
     for name in checks:
         if not re.fullmatch(r"[a-z]+", name) or name not in CHECK_NAMES:

@@ -82,3 +82,14 @@ def test_nan_and_constant_inputs_fail_the_data_check():
     rows, problems = batch_problems((x, torch.tensor([0, 1, 2, 9])), data)
     assert problems == ["batch[0] holds 1 NaN/Inf values"]
     assert rows[1]["distinct"] == 4 and rows[1]["max"] == 9
+
+
+def test_more_than_one_device_is_refused_in_one_line():
+    import pytest
+
+    from bigtrain.errors import UserError
+
+    with pytest.raises(UserError, match=r"one process on one device: leave out --trainer\.devices"):
+        main(["cnn/glyphs", "--trainer.devices", "2"])
+    with pytest.raises(UserError, match=r"leave out --trainer\.strategy"):
+        main(["cnn/glyphs", "--trainer.strategy=ddp"])
