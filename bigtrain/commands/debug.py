@@ -20,7 +20,11 @@ DESCRIPTION = (
 
 
 def _parser() -> OneLineParser:
-    parser = OneLineParser(prog="bigtrain debug", description=DESCRIPTION)
+    parser = OneLineParser(
+        prog="bigtrain debug",
+        usage="bigtrain debug RECIPE|--config FILE [options] [recipe overrides]",
+        description=DESCRIPTION,
+    )
     parser.add_argument("--config", help="a config YAML (a run's config.yaml) instead of a recipe name")
     parser.add_argument("--tiny", action="store_true", help="the family's smallest preset, built-in data")
     parser.add_argument(
