@@ -22,6 +22,7 @@ from bigtrain.debug.checks import (
 )
 from bigtrain.debug.probe import WARMUP_STEPS, DebugProbe
 from bigtrain.debug.tensors import batch_problems
+from bigtrain.errors import UserError
 from bigtrain.lightning_cli import BigtrainCLI
 
 _LIBRARY = re.compile(r"[/\\](torch|lightning)[/\\]")
@@ -85,6 +86,16 @@ class DebugCLI(BigtrainCLI):
             config.get("strategy", "auto"), config, self.model, self.datamodule
         )
 
+    def after_instantiate_classes(self) -> None:
+        """bigtrain's pre-flight checks; a model whose meta-device trace fails is left to the real step,
+        which fails the same way and is reported as the run's finding."""
+        try:
+            super().after_instantiate_classes()
+        except UserError:
+            raise
+        except Exception:  # the host memory estimate traces the model; its error comes again below
+            pass
+
     def run_subcommand(self, subcommand: str) -> None:
         """Read the fixed batch from the real loader, then fit on it with the probe watching."""
         self.data: dict[str, Any] | None = None
@@ -109,7 +120,9 @@ class DebugCLI(BigtrainCLI):
                 self.trainer.fit(self.model, datamodule=datamodule)
             except _Stop:
                 pass
-            except RuntimeError as err:
+            except UserError:
+                raise
+            except Exception as err:  # the model's own fault: a finding of the run, not a crash of debug
                 self.error = _anomaly(str(err), caught)
                 if self.error is not None:
                     self.probe.seen.anomaly = self.error

@@ -67,3 +67,11 @@ class LabelsOutOfRange(ImageDataModule):
 
     def train_dataloader(self) -> Iterator[Any]:
         return ((x, y + self.num_classes) for x, y in super().train_dataloader())
+
+
+class WrongHead(ResNetClassifier):
+    """A head sized for other features: the first forward fails with a shape error."""
+
+    def configure_model(self) -> None:
+        super().configure_model()
+        self.net.head = nn.Linear(7, self.cfg.num_classes)

@@ -85,3 +85,12 @@ def test_labels_out_of_range_stop_the_run_before_a_step(tmp_path, monkeypatch, c
     assert data["status"] == "FAIL"
     assert "batch[1] holds values" in data["summary"] and "outside 0..9 (data num_classes = 10)" in out
     assert {c["status"] for c in report["checks"] if c["check"] != "data"} == {"skip"}
+
+
+def test_a_step_that_raises_is_reported_as_a_failed_run(tmp_path, monkeypatch, capsys):
+    code, out, report = debug(
+        tmp_path, monkeypatch, capsys, "--model", "tests.debug.broken.WrongHead", "--checks", "shapes"
+    )
+    assert code == 1
+    run = row(report, "run")
+    assert run["status"] == "FAIL" and run["summary"].startswith("RuntimeError: mat1 and mat2 shapes")
