@@ -2,11 +2,13 @@
 
     python -m benchmarks.debug_tiny [RECIPE ...]
 
-Prints one line per recipe: the exit status and the seconds from start to exit (start-up included).
+Prints one line per recipe: the exit status, the wall seconds from start to exit (start-up included) and
+the CPU seconds the run used (user + system; on a busy shared machine the closer guide to an idle one).
 """
 
 from __future__ import annotations
 
+import resource
 import subprocess
 import sys
 import tempfile
@@ -22,14 +24,19 @@ def main(names: list[str]) -> int:
     worst = 0
     with tempfile.TemporaryDirectory() as runs:
         for name in names:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), _child_cpu()
             done = subprocess.run(
                 [sys.executable, "-m", "bigtrain", "debug", name, "--tiny"], cwd=runs, capture_output=True
             )
-            seconds = time.perf_counter() - start
+            seconds, cpu = time.perf_counter() - start, _child_cpu() - cpu
             worst = max(worst, done.returncode)
-            print(f"{name:<36} exit {done.returncode}  {seconds:6.1f} s", flush=True)
+            print(f"{name:<36} exit {done.returncode}  {seconds:6.1f} s wall  {cpu:6.1f} s CPU", flush=True)
     return 1 if worst else 0
+
+
+def _child_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 if __name__ == "__main__":
