@@ -53,7 +53,8 @@ def _run(source: list[str], args: Any, overrides: list[str]) -> int:
     cls = type("DebugCLI", (DebugCLI,), {"options": options})
     cli = build_cli("fit", [*argv, *overrides], cls)
     learn = " (ends once the loss has fallen enough)" if "learns" in args.checks else ""
-    changes = [*small.changes, f"up to {steps} steps on one fixed batch{learn}"]
+    plural = "s" if steps > 1 else ""
+    changes = [*small.changes, f"up to {steps} step{plural} on one fixed batch{learn}"]
     lrs = cli.probe.seen.lrs
     if lrs:
         changes.append("learning rate held at " + ", ".join(f"{x:g}" for x in lrs) + " (no warm-up/decay)")

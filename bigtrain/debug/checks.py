@@ -48,7 +48,7 @@ def learn_fraction(fam: str | None) -> float | None:
 
 def data_verdict(data: dict[str, Any]) -> Verdict:
     """NaN/Inf, constant inputs and labels out of range in the first batch; its shapes and data time."""
-    shapes = ", ".join(f"{r['name']} {'x'.join(map(str, r['shape']))} {r['dtype']}" for r in data["rows"])
+    shapes = ", ".join(_tensor_text(r) for r in data["rows"])
     ms = data["seconds"]
     timing = f"first batch {ms[0] * 1e3:.0f} ms" + (
         f", then {statistics.median(ms[1:]) * 1e3:.1f} ms/batch" if len(ms) > 1 else ""
@@ -104,7 +104,7 @@ def grads_verdict(seen: Observations) -> Verdict:
     return Verdict("grads", "pass", summary, details)
 
 
-def learns_verdict(seen: Observations, fam: str | None, steps: int) -> Verdict:
+def learns_verdict(seen: Observations, fam: str | None) -> Verdict:
     """The loss on one fixed batch falls below the family's fraction of its first value."""
     losses = seen.losses
     details = {"losses": losses, "fraction": learn_fraction(fam)}
@@ -173,6 +173,17 @@ def sparkline(values: list[float], width: int = 24) -> str:
     lo, hi = min(finite), max(finite)
     span = (hi - lo) or 1.0
     return "".join(SPARK[round((v - lo) / span * 7)] if math.isfinite(v) else "!" for v in picks)
+
+
+def _tensor_text(row: dict[str, Any]) -> str:
+    """`batch[0] 8x1x16x16 float32 [-0.42, 2.8]`; integers: `[0, 9], 7 distinct, top 3 x2`."""
+    text = f"{row['name']} {'x'.join(map(str, row['shape']))} {row['dtype']}"
+    if "min" in row:
+        text += f" [{row['min']:.3g}, {row['max']:.3g}]"
+    if row.get("most_common"):
+        value, count = row["most_common"][0]
+        text += f", {row['distinct']} distinct, top {value} x{count}"
+    return text
 
 
 def _names(names: list[str], shown: int = 4) -> str:

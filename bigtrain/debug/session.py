@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,6 @@ class Options:
     checks: tuple[str, ...]
     steps: int
     trace: bool = False
-    changes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -190,7 +189,7 @@ def verdicts(cli: DebugCLI, options: Options) -> list[Verdict]:
         "data": lambda: data_verdict(cli.data) if cli.data else Verdict("data", "FAIL", "no batch was read"),
         "shapes": lambda: shapes_verdict(seen),
         "grads": lambda: grads_verdict(seen),
-        "learns": lambda: learns_verdict(seen, fam, options.steps),
+        "learns": lambda: learns_verdict(seen, fam),
         "nan": lambda: nan_verdict(seen),
         "speed": lambda: speed_verdict(seen, cli.data),
     }
