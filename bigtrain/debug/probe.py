@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,6 +20,8 @@ from bigtrain.debug.tensors import describe
 
 WARMUP_STEPS = 2
 """Steps left out of the time split (first-call allocations, lazy initialisation)."""
+MEMORY_SNAPSHOT = "memory_snapshot.pickle"
+"""Beside the Chrome trace on CUDA: the profiled steps' allocations, for https://pytorch.org/memory_viz."""
 GRAD_STEPS = 3
 """Steps whose gradients are inspected: a zero-initialised residual branch (a last norm's scale of 0) gets
 zero gradients at step 0 only, so "zero" means zero in each of these steps."""
@@ -114,6 +117,10 @@ class DebugProbe(Callback):
             torch.autograd.set_detect_anomaly(True, check_nan=True)  # names the backward node of a NaN
         if self._step == WARMUP_STEPS and self.profile_steps:
             self._profiler = _start_profiler(self._cuda)
+            if self._cuda and self.trace:
+                from bigtrain.lightning_compat import record_cuda_memory
+
+                record_cuda_memory(True)
         self._mark("start")
 
     def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> None:  # noqa: D102
@@ -191,6 +198,11 @@ class DebugProbe(Callback):
         self.seen.top_ops = [(e.key, getattr(e, key, 0) / 1000.0, e.count) for e in events[:10]]
         if self.trace:
             prof.export_chrome_trace(self.trace)
+            if self._cuda:
+                from bigtrain.lightning_compat import dump_cuda_memory, record_cuda_memory
+
+                dump_cuda_memory(str(Path(self.trace).with_name(MEMORY_SNAPSHOT)))
+                record_cuda_memory(False)
 
 
 _CONTAINERS = (nn.ModuleList, nn.ModuleDict)

@@ -93,3 +93,18 @@ def test_more_than_one_device_is_refused_in_one_line():
         main(["cnn/glyphs", "--trainer.devices", "2"])
     with pytest.raises(UserError, match=r"leave out --trainer\.strategy"):
         main(["cnn/glyphs", "--trainer.strategy=ddp"])
+
+
+def test_trace_on_cuda_also_writes_a_memory_snapshot(tmp_path, capsys):
+    import pickle
+
+    import pytest
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    code = main(["cnn/glyphs", *IMAGES, "--checks", "speed", "--trace", "--run_dir", str(tmp_path / "r")])
+    assert code == 0, capsys.readouterr().out
+    with open(tmp_path / "r" / "memory_snapshot.pickle", "rb") as f:
+        snapshot = pickle.load(f)  # the file this test's own run just wrote
+    assert snapshot["segments"] and snapshot["device_traces"]
