@@ -176,13 +176,13 @@ def sparkline(values: list[float], width: int = 24) -> str:
 
 
 def _tensor_text(row: dict[str, Any]) -> str:
-    """`batch[0] 8x1x16x16 float32 [-0.42, 2.8]`; integers: `[0, 9], 7 distinct, top 3 x2`."""
+    """`batch[0] 8x1x16x16 float32 [-0.42, 2.8]`; integers: `[0, 9], 7 distinct, most common 3 (2x)`."""
     text = f"{row['name']} {'x'.join(map(str, row['shape']))} {row['dtype']}"
     if "min" in row:
         text += f" [{row['min']:.3g}, {row['max']:.3g}]"
     if row.get("most_common"):
         value, count = row["most_common"][0]
-        text += f", {row['distinct']} distinct, top {value} x{count}"
+        text += f", {row['distinct']} distinct, most common {value} ({count}x)"
     return text
 
 
