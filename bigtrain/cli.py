@@ -23,6 +23,7 @@ UTILITIES = {
     "plan": "bigtrain.commands.plan:main",
     "checkpoint": "bigtrain.commands.checkpoint:main",
     "verify-resume": "bigtrain.commands.verify_resume:main",
+    "debug": "bigtrain.commands.debug:main",
 }
 
 HELP = f"""\
@@ -44,6 +45,7 @@ utilities:
   jobs       this user's bigtrain cluster jobs
   plan       RECIPE [--nodes N --devices-per-node G --device-memory 80GB]: memory per device, per strategy
   checkpoint export RUN_OR_CKPT OUT[.safetensors] [--full]: one consolidated file from a (sharded) checkpoint
+  debug      RECIPE [--tiny --checks data,grads,...] [overrides]: shrink to one device, check, report
   verify-resume RECIPE [--steps N --stop-at K] [overrides]: is a run stopped mid-epoch and resumed exact?
 
 bigtrain <command> --help shows a command's options.

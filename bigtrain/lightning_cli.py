@@ -257,6 +257,11 @@ def expand_recipe(args: list[str]) -> list[str]:
     return expand_strategy_argv(out)  # `--trainer.strategy fsdp` -> its class, so options may follow
 
 
+def build_cli(command: str, args: list[str], cls: type[BigtrainCLI]) -> BigtrainCLI:
+    """Parse `bigtrain <command> <args>` and build (and run) it with `cls`, a BigtrainCLI subclass."""
+    return _cli(command, args, cls)
+
+
 def _cli(command: str, args: list[str], cls: type[BigtrainCLI] = BigtrainCLI) -> BigtrainCLI:
     import bigtrain.data  # noqa: F401  (registers the DataModules for short class names)
     from bigtrain.models import load_all

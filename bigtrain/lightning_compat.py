@@ -318,3 +318,14 @@ def cpu_attention_flop_formulas() -> dict[Any, Callable[..., int]]:
         aten._scaled_dot_product_flash_attention_for_cpu: forward,
         aten._scaled_dot_product_flash_attention_for_cpu_backward: backward,
     }
+
+
+def record_cuda_memory(enabled: bool) -> None:
+    """Start (or stop) recording CUDA allocations with their stacks, for a memory snapshot."""
+    # PyTorch's "Understanding CUDA Memory Usage" page documents this private function; no public one exists.
+    torch.cuda.memory._record_memory_history(enabled="all" if enabled else None)
+
+
+def dump_cuda_memory(path: str) -> None:
+    """Write the recorded CUDA allocations to `path`; https://pytorch.org/memory_viz opens the file."""
+    torch.cuda.memory._dump_snapshot(path)

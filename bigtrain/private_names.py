@@ -91,6 +91,9 @@ PRIVATE_NAMES: tuple[PrivateName, ...] = (
     # Named inside files torch writes, so the checkpoint unpicklers allow them (safe_load, consolidate).
     PrivateName("torch.serialization", "_get_layout"),
     PrivateName(f"{_DCP}.filesystem", "_StorageInfo"),
+    # CUDA memory snapshots (`bigtrain debug --trace`): PyTorch documents them only under these names.
+    PrivateName("torch.cuda.memory", "_record_memory_history"),
+    PrivateName("torch.cuda.memory", "_dump_snapshot"),
 )
 """Every private name bigtrain uses (the module's own, with the function or class that uses it, below)."""
 

@@ -24,6 +24,8 @@ MISTAKES = [
     (["verify-resume", "cnn/glyphs", "--steps", "many"], "--steps"),
     (["verify-resume"], "needs a recipe"),
     (["verify-resume", "cnn/glyphs", "--stop-at"], "--stop-at"),
+    (["debug", "cnn/glyphs", "--checks", "grads,speeed"], "'speeed'"),
+    (["debug", "--tiny"], "needs a recipe name or --config"),
 ]
 
 

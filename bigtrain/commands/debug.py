@@ -1,0 +1,80 @@
+"""`bigtrain debug RECIPE|--config FILE [overrides]`: the recipe shrunk to one device, checked, reported."""
+
+from __future__ import annotations
+
+import re
+
+from bigtrain.commands.args import OneLineParser
+from bigtrain.errors import UserError
+
+ONE_PROCESS = ("trainer.strategy", "trainer.devices", "trainer.num_nodes")
+"""Settings the shrink owns: a debug run is one process on one device."""
+CHECK_NAMES = ("data", "shapes", "grads", "learns", "nan", "speed")
+DESCRIPTION = (
+    "Run a recipe's own module, DataModule and strategy classes shrunk to one process on the first GPU or "
+    "the CPU (strategy single, one device, a global batch of 8, a few steps on one fixed batch), and check "
+    "the data, shapes, gradient flow, that it learns, where a NaN starts, and the time per phase. Exit 0: "
+    "all checks pass; 1: a check found a problem; 2: a mistake on the command line. Any other option is a "
+    "recipe override, e.g. --model.optim.lr 0.01."
+)
+
+
+def _parser() -> OneLineParser:
+    parser = OneLineParser(
+        prog="bigtrain debug",
+        usage="bigtrain debug RECIPE|--config FILE [options] [recipe overrides]",
+        description=DESCRIPTION,
+    )
+    parser.add_argument("--config", help="a config YAML (a run's config.yaml) instead of a recipe name")
+    parser.add_argument("--tiny", action="store_true", help="the family's smallest preset, built-in data")
+    parser.add_argument(
+        "--keep-size", action="store_true", help="keep the model and one device's share of the batch"
+    )
+    parser.add_argument(
+        "--checks", default=",".join(CHECK_NAMES), help=f"comma-separated subset of {','.join(CHECK_NAMES)}"
+    )
+    parser.add_argument("--steps", type=int, default=50, help="steps on the fixed batch (default 50)")
+    parser.add_argument("--trace", action="store_true", help="write a Chrome trace to RUN_DIR/trace.json")
+    parser.add_argument("--details", action="store_true", help="also print module shapes, block norms, ops")
+    return parser
+
+
+def parse(argv: list[str]) -> tuple[list[str], object, list[str]]:
+    """(the recipe's config arguments, the debug options, the recipe overrides) of a command line."""
+    recipe = argv[0] if argv and not argv[0].startswith("-") else None
+    args, overrides = _parser().parse_known_args(argv[1:] if recipe else argv)
+    if (recipe is None) == (args.config is None):
+        raise UserError("bigtrain debug needs a recipe name or --config FILE (one of them)")
+    if args.tiny and args.keep_size:
+        raise UserError("--tiny and --keep-size contradict each other: give one")
+    if args.steps < 1:
+        raise UserError(f"--steps must be >= 1, got {args.steps!r}")
+    for arg in overrides:
+        key = arg[2:].split("=", 1)[0] if arg.startswith("--") else ""
+        if key in ONE_PROCESS or key.startswith("trainer.strategy."):
+            raise UserError(
+                f"bigtrain debug runs one process on one device: leave out --{key} (bigtrain fit runs a "
+                "recipe on several)"
+            )
+    checks = tuple(c.strip() for c in args.checks.split(",") if c.strip())
+    for name in checks:
+        if not re.fullmatch(r"[a-z]+", name) or name not in CHECK_NAMES:
+            raise UserError(f"--checks: unknown check {name!r}; choose from {', '.join(CHECK_NAMES)}")
+    if not checks:
+        raise UserError(f"--checks needs at least one of {', '.join(CHECK_NAMES)}")
+    args.checks = tuple(c for c in CHECK_NAMES if c in checks)
+    from bigtrain.plan.inputs import recipe_args
+
+    source = recipe_args(recipe) if recipe else ["--config", args.config]
+    return source, args, overrides
+
+
+def main(argv: list[str]) -> int:
+    """Run `bigtrain debug`; the exit status is 0 when every check passed, 1 when one failed."""
+    if any(a in ("-h", "--help") for a in argv):
+        _parser().print_help()
+        return 0
+    source, args, overrides = parse(argv)
+    from bigtrain.debug import run
+
+    return run(source, args, overrides)
