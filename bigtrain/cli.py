@@ -23,6 +23,8 @@ UTILITIES = {
     "plan": "bigtrain.commands.plan:main",
     "checkpoint": "bigtrain.commands.checkpoint:main",
     "verify-resume": "bigtrain.commands.verify_resume:main",
+    "sweep": "bigtrain.commands.sweep:main",
+    "runs": "bigtrain.commands.runs:main",
 }
 
 HELP = f"""\
@@ -45,6 +47,8 @@ utilities:
   plan       RECIPE [--nodes N --devices-per-node G --device-memory 80GB]: memory per device, per strategy
   checkpoint export RUN_OR_CKPT OUT[.safetensors] [--full]: one consolidated file from a (sharded) checkpoint
   verify-resume RECIPE [--steps N --stop-at K] [overrides]: is a run stopped mid-epoch and resumed exact?
+  sweep      RECIPE --grid KEY=V1,V2 [--grid ...] [--parallel K] [overrides]: one run per point, resumable
+  runs       [DIR] [--sort val/loss] | compare RUN ... | compare --sweep DIR: find and compare runs
 
 bigtrain <command> --help shows a command's options.
 """
