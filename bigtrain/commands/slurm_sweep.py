@@ -24,6 +24,8 @@ def submit_sweep(args: argparse.Namespace, overrides: list[str]) -> int:
 
     if not args.sweep:
         raise UserError("--grid, --random and --parallel describe a sweep: add --sweep")
+    if args.parallel is not None and args.parallel < 1:
+        raise UserError(f"--parallel must be at least 1, got {args.parallel}")
     sweep = build_sweep(args.recipe, overrides, args)
     sweep_dir = new_run_dir(args.recipe, args.run_dir, must_be_new=True)
     points: list[tuple[dict[str, Any], dict[str, Any]]] = []

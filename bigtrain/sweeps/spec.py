@@ -31,10 +31,10 @@ class Axis:
 
 
 def _check_value(spec: str, value: str) -> None:
-    if not value or value != value.strip():
-        raise UserError(f"--grid {spec!r}: empty value or one with spaces around it")
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise UserError(f"--grid {spec!r} contains a control character (newline, tab, ...); not allowed")
+    if not value or value != value.strip():
+        raise UserError(f"--grid {spec!r}: empty value or one with spaces around it")
 
 
 def _range(spec: str, key: str, match: re.Match[str]) -> Axis:

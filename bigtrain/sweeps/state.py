@@ -48,7 +48,7 @@ def read_sweep(sweep_dir: Path) -> dict[str, Any] | None:
     for index, point in enumerate(data["points"]):
         name = point.get("name") if isinstance(point, dict) else None
         # The name becomes a path under the sweep directory: only the form this module writes.
-        if name != point_name(index) or not isinstance(point.get("values"), dict):
+        if name != point_name(index) or point.get("dir") != name or not isinstance(point.get("values"), dict):
             raise UserError(f"{path}: point {name!r} is not named point-NNN in order; move the file away")
     return data
 
