@@ -98,7 +98,7 @@ def slurm_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--signal-before", type=int, default=90, help="seconds before the time limit to checkpoint"
     )
-    from bigtrain.commands.sweep import add_grid_options
+    from bigtrain.sweeps.options import add_grid_options
 
     p.add_argument("--sweep", action="store_true", help="one job array task per point of the --grid options")
     add_grid_options(p)
@@ -167,8 +167,6 @@ def submit_slurm(argv: list[str]) -> int:
     if not args.dry_run and shutil.which("sbatch") is None:
         raise UserError("sbatch not found on PATH: run this on a SLURM login node, or use --dry-run")
     if args.sweep or args.grid or args.random is not None or args.parallel is not None:
-        from bigtrain.commands.slurm_sweep import submit_sweep
-
         return submit_sweep(args, overrides)
     cfg, layout = resolve_layout(
         args, overrides, args.nodes, args.gpus_per_node, lambda: slurm.cluster_has_gpus(args.partition)
@@ -198,6 +196,62 @@ def submit_slurm(argv: list[str]) -> int:
     print(f"submitted SLURM job {job_id}")
     print(f"run directory: {run_dir}")
     print(f"log: {job.log_path(job_id)}")
+    return 0
+
+
+def submit_sweep(args: argparse.Namespace, overrides: list[str]) -> int:
+    """Write the sweep directory (sweep.yaml, each point's config.yaml, job.sbatch) and submit the array."""
+    from bigtrain.sweeps.options import build_sweep
+    from bigtrain.sweeps.spec import point_args
+    from bigtrain.sweeps.state import write_sweep
+
+    if not args.sweep:
+        raise UserError("--grid, --random and --parallel describe a sweep: add --sweep")
+    if args.parallel is not None and args.parallel < 1:
+        raise UserError(f"--parallel must be at least 1, got {args.parallel}")
+    sweep = build_sweep(args.recipe, overrides, args)
+    sweep_dir = new_run_dir(args.recipe, args.run_dir, must_be_new=True)
+    points: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    layout = None
+    for point in sweep["points"]:
+        cfg, layout = resolve_layout(
+            args,
+            [*overrides, *point_args(point["values"])],
+            args.nodes,
+            args.gpus_per_node,
+            lambda: slurm.cluster_has_gpus(args.partition),
+        )
+        points.append((point, cfg))
+    assert layout is not None  # a sweep has at least one point
+    job = slurm_job(args, layout, sweep_dir, array_size=len(points))
+    slurm.check_job(job)
+    if args.partition:
+        slurm.check_partition(args.partition)
+    existed = sweep_dir.exists()
+    for point, cfg in points:
+        run_dir = sweep_dir / point["dir"]
+        lay.write_config(run_dir, lay.apply_layout(cfg, layout, run_dir))
+    script = slurm.render(job)
+    write_text_atomic(job.script_path, script, mode=0o755)
+    write_sweep(sweep_dir, sweep)
+    if args.dry_run:
+        print(script, end="")
+        print(f"dry run: wrote {sweep_dir} ({len(points)} points); submit with: sbatch {job.script_path}",
+              file=sys.stderr)  # fmt: skip
+        return 0
+    try:
+        job_id = slurm.sbatch(job.script_path)
+    except UserError:
+        if not existed:
+            shutil.rmtree(sweep_dir, ignore_errors=True)
+        raise
+    for index, point in enumerate(sweep["points"]):
+        point.update(state="submitted", job=f"{job_id}_{index}")
+    write_sweep(sweep_dir, sweep)
+    print(f"submitted SLURM job array {job_id} ({len(points)} tasks)")
+    print(f"sweep directory: {sweep_dir}")
+    print(f"logs: {job.log_path(f'{job_id}_N')}")
+    print(f"compare: bigtrain runs compare --sweep {sweep_dir}")
     return 0
 
 

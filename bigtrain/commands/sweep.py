@@ -3,7 +3,6 @@ sweep directory that records them in sweep.yaml; run it again to resume."""
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 from typing import Any
@@ -11,28 +10,13 @@ from typing import Any
 from bigtrain.commands.args import OneLineParser
 from bigtrain.errors import UserError
 from bigtrain.run_names import fresh_run_dir
+from bigtrain.sweeps.options import add_grid_options, build_sweep
 
 USAGE_TAIL = (
     "Other options are `bigtrain fit` overrides given to every point, e.g. --trainer.max_steps 100. "
     "Run the same command again (or `bigtrain sweep --sweep-dir DIR`) to resume: finished points are skipped "
     "and unfinished ones resume from their newest checkpoint."
 )
-
-
-def add_grid_options(parser: argparse.ArgumentParser) -> None:
-    """The options that say what a sweep varies (shared with `bigtrain submit slurm --sweep`)."""
-    parser.add_argument(
-        "--grid",
-        action="append",
-        default=[],
-        metavar="KEY=V1,V2",
-        help="a config key and its values (repeatable; all combinations), "
-        "or KEY=loguniform|uniform|int:LO:HI with --random",
-    )
-    parser.add_argument(
-        "--random", type=int, metavar="N", help="draw N random points instead of the full grid"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the --random draws (default 0)")
 
 
 def parser() -> OneLineParser:
@@ -58,15 +42,6 @@ def split_recipe(argv: list[str]) -> tuple[str | None, list[str]]:
     if argv and not argv[0].startswith("-"):
         return argv[0], argv[1:]
     return None, argv
-
-
-def build_sweep(recipe: str, overrides: list[str], args: argparse.Namespace) -> dict[str, Any]:
-    """A fresh sweep record from the command line (the points' values are checked for form)."""
-    from bigtrain.sweeps.spec import expand, parse_axes
-    from bigtrain.sweeps.state import new_sweep
-
-    points = expand(parse_axes(args.grid), args.random, args.seed)
-    return new_sweep(recipe, overrides, points)
 
 
 def check_points(sweep_dir: Path, sweep: dict[str, Any]) -> None:
