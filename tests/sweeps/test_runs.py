@@ -47,13 +47,23 @@ def test_states_from_lock_stop_checkpoints_and_metrics(tmp_path):
     resumed = make_run(tmp_path / "d", 1e-3, {"val/loss": 2.0}, steps=9)  # preempted at 5, then finished
     (resumed / "checkpoints").mkdir()
     (resumed / "checkpoints" / "preempt-step=5.ckpt").write_bytes(b"")
+    nonfinite = make_run(tmp_path / "f", 1e-3, {"val/loss": 2.0}, steps=5)
+    (nonfinite / "checkpoints").mkdir()
+    (nonfinite / "checkpoints" / "nonfinite-step=5.ckpt").write_bytes(b"")
     running = make_run(tmp_path / "e", 1e-3, None)
     lock = acquire(running)  # held by this live process
     try:
         states = {p.name: read_run(p).state for p in find_runs(tmp_path)}
     finally:
         release(lock)
-    assert states == {"a": "finished", "b": "failed", "c": "preempted", "d": "finished", "e": "running"}
+    assert states == {
+        "a": "finished",
+        "b": "failed",
+        "c": "preempted",
+        "d": "finished",
+        "e": "running",
+        "f": "failed",
+    }
     assert read_run(running).state == "failed"  # released, and no metrics: it ended without finishing
     assert read_run(finished).steps == 10 and read_run(failed).steps is None
 
@@ -114,3 +124,25 @@ def test_mistakes_are_one_line(argv, message, tmp_path):
     with pytest.raises(UserError, match="^[^\n]*$") as err:
         runs_command.main(argv)
     assert message in str(err.value)
+
+
+def test_a_sweep_point_that_exited_non_zero_is_failed(tmp_path):
+    from bigtrain.sweeps.state import new_sweep, write_sweep
+
+    sweep = new_sweep("cnn/glyphs", [], [{"model.optim.lr": "1e-3"}, {"model.optim.lr": "3e-4"}])
+    sweep["points"][0].update(state="finished", wall_s=12.5)
+    sweep["points"][1].update(state="failed", exit_code=1)  # it wrote metrics, then crashed on the way out
+    write_sweep(tmp_path, sweep)
+    runs = [read_run(make_run(tmp_path / f"point-00{i}", 1e-3, {"val/loss": 1.0})) for i in (0, 1)]
+    assert [(r.state, r.sweep, r.wall_s) for r in runs] == [
+        ("finished", tmp_path, 12.5),
+        ("failed", tmp_path, None),
+    ]
+
+
+def test_default_folder_is_runs(tmp_path, monkeypatch, capsys):
+    make_run(tmp_path / "runs" / "cnn-glyphs" / "x", 1e-3, {"val/loss": 0.5})
+    make_run(tmp_path / "elsewhere", 1e-3, {"val/loss": 0.5})
+    monkeypatch.chdir(tmp_path)
+    rows = json.loads(run_cli(["--json"], capsys))
+    assert [r["path"] for r in rows] == [str(tmp_path / "runs" / "cnn-glyphs" / "x")]

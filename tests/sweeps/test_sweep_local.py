@@ -54,7 +54,11 @@ def hparams_of(run_dir: Path) -> tuple[dict, list[str], list[str]]:
 def test_grid_runs_resumes_compares_and_logs_hparams(tmp_path):
     sweep = tmp_path / "sweep"
     command = ["sweep", "cnn/glyphs", *GRID, *QUICK, "--sweep-dir", str(sweep), "--parallel", "2"]
-    bigtrain(*command)
+    out = bigtrain(*command).stdout.splitlines()
+    # --parallel 2: the second point starts before the first ends.
+    assert out.index("point-001: running model.optim.lr=1e-3 data.batch_size=32") < out.index(
+        "point-000: finished"
+    )
     record = yaml.safe_load((sweep / "sweep.yaml").read_text())
     assert [p["state"] for p in record["points"]] == ["finished"] * 4
     metrics = {}
@@ -79,7 +83,7 @@ def test_grid_runs_resumes_compares_and_logs_hparams(tmp_path):
     # A point left unfinished is the only one run again, resuming from its newest checkpoint.
     record["points"][1]["state"] = "failed"
     (sweep / "sweep.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
-    out = bigtrain(*command).stdout
+    out = bigtrain("sweep", "--sweep-dir", str(sweep)).stdout  # the options come from sweep.yaml
     assert out.count("finished earlier, skipped") == 3 and "point-001: running" in out
     log = (sweep / "point-001" / "fit.log").read_text()
     assert log.count("starting fresh") == 1  # only the first attempt started without a checkpoint
