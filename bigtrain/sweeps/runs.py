@@ -57,7 +57,9 @@ def find_runs(root: Path) -> list[Path]:
     found = []
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith("."))
-        if any(name in files for name in RUN_FILES):
+        # A sweep directory holds a lock while it runs, but its runs are the points below it.
+        is_sweep = SWEEP_FILE in files and "config.yaml" not in files
+        if any(name in files for name in RUN_FILES) and not is_sweep:
             found.append(Path(folder))
     return sorted(found)
 

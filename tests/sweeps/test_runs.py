@@ -133,6 +133,11 @@ def test_a_sweep_point_that_exited_non_zero_is_failed(tmp_path):
     sweep["points"][0].update(state="finished", wall_s=12.5)
     sweep["points"][1].update(state="failed", exit_code=1)  # it wrote metrics, then crashed on the way out
     write_sweep(tmp_path, sweep)
+    lock = acquire(tmp_path)  # `bigtrain sweep` holds the sweep directory while it runs
+    try:
+        assert find_runs(tmp_path) == []  # the sweep directory is not a run
+    finally:
+        release(lock)
     runs = [read_run(make_run(tmp_path / f"point-00{i}", 1e-3, {"val/loss": 1.0})) for i in (0, 1)]
     assert [(r.state, r.sweep, r.wall_s) for r in runs] == [
         ("finished", tmp_path, 12.5),
