@@ -199,10 +199,28 @@ def submit_slurm(argv: list[str]) -> int:
     return 0
 
 
+def _resolve_points(
+    args: argparse.Namespace, overrides: list[str], points: list[dict[str, Any]]
+) -> tuple[list[tuple[dict[str, Any], dict[str, Any]]], lay.Layout]:
+    """Each point with its resolved config, and the layout (the same for every point)."""
+    from bigtrain.sweeps.spec import point_args
+
+    resolved = []
+    for point in points:
+        cfg, layout = resolve_layout(
+            args,
+            [*overrides, *point_args(point["values"])],
+            args.nodes,
+            args.gpus_per_node,
+            lambda: slurm.cluster_has_gpus(args.partition),
+        )
+        resolved.append((point, cfg))
+    return resolved, layout
+
+
 def submit_sweep(args: argparse.Namespace, overrides: list[str]) -> int:
     """Write the sweep directory (sweep.yaml, each point's config.yaml, job.sbatch) and submit the array."""
     from bigtrain.sweeps.options import build_sweep
-    from bigtrain.sweeps.spec import point_args
     from bigtrain.sweeps.state import write_sweep
 
     if not args.sweep:
@@ -211,18 +229,7 @@ def submit_sweep(args: argparse.Namespace, overrides: list[str]) -> int:
         raise UserError(f"--parallel must be at least 1, got {args.parallel}")
     sweep = build_sweep(args.recipe, overrides, args)
     sweep_dir = new_run_dir(args.recipe, args.run_dir, must_be_new=True)
-    points: list[tuple[dict[str, Any], dict[str, Any]]] = []
-    layout = None
-    for point in sweep["points"]:
-        cfg, layout = resolve_layout(
-            args,
-            [*overrides, *point_args(point["values"])],
-            args.nodes,
-            args.gpus_per_node,
-            lambda: slurm.cluster_has_gpus(args.partition),
-        )
-        points.append((point, cfg))
-    assert layout is not None  # a sweep has at least one point
+    points, layout = _resolve_points(args, overrides, sweep["points"])
     job = slurm_job(args, layout, sweep_dir, array_size=len(points))
     slurm.check_job(job)
     if args.partition:
