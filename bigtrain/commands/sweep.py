@@ -69,6 +69,10 @@ def main(argv: list[str]) -> int:
     sweep_dir = Path(args.sweep_dir).expanduser().absolute() if args.sweep_dir else None
     if recipe is None and not args.grid and sweep_dir is not None and (stored := read_sweep(sweep_dir)):
         sweep = stored  # `bigtrain sweep --sweep-dir DIR`: resume what it records
+        if overrides:  # they would change the points half-way: refuse rather than ignore them
+            raise UserError(
+                f"resuming {sweep_dir} takes no overrides ({' '.join(overrides)}); it uses sweep.yaml's"
+            )
     elif recipe is None:
         raise UserError("bigtrain sweep needs a RECIPE (or --sweep-dir DIR of a sweep to resume)")
     else:

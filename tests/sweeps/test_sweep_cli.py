@@ -64,3 +64,12 @@ def test_compare_on_a_terminal_is_a_rich_table(tmp_path):
     text = b"".join(chunks).decode()
     assert os.waitstatus_to_exitcode(status) == 0, text
     assert "┃" in text and "best: min val/loss" in text and "model.lr" in text
+
+
+def test_resuming_by_directory_refuses_overrides(tmp_path):
+    from bigtrain.sweeps.state import new_sweep, write_sweep
+
+    write_sweep(tmp_path / "s", new_sweep("cnn/glyphs", [], [{"model.optim.lr": "1e-3"}]))
+    out = bigtrain("sweep", "--sweep-dir", str(tmp_path / "s"), "--trainer.max_steps", "9", cwd=tmp_path)
+    assert out.returncode == 2 and "takes no overrides (--trainer.max_steps 9)" in out.stderr, out.stderr
+    assert not (tmp_path / "s" / "point-000").exists()
