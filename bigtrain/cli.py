@@ -24,6 +24,8 @@ UTILITIES = {
     "checkpoint": "bigtrain.commands.checkpoint:main",
     "verify-resume": "bigtrain.commands.verify_resume:main",
     "debug": "bigtrain.commands.debug:main",
+    "sweep": "bigtrain.commands.sweep:main",
+    "runs": "bigtrain.commands.runs:main",
 }
 
 HELP = f"""\
@@ -47,6 +49,8 @@ utilities:
   checkpoint export RUN_OR_CKPT OUT[.safetensors] [--full]: one consolidated file from a (sharded) checkpoint
   debug      RECIPE [--tiny --checks data,grads,...] [overrides]: shrink to one device, check, report
   verify-resume RECIPE [--steps N --stop-at K] [overrides]: is a run stopped mid-epoch and resumed exact?
+  sweep      RECIPE --grid KEY=V1,V2 [--grid ...] [--parallel K] [overrides]: one run per point, resumable
+  runs       [DIR] [--sort val/loss] | compare RUN ... | compare --sweep DIR: find and compare runs
 
 bigtrain <command> --help shows a command's options.
 """

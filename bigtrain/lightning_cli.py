@@ -137,8 +137,15 @@ class BigtrainCLI(LightningCLIHooks):
         if config.get("logger") in (None, True):
             from lightning.pytorch.loggers import TensorBoardLogger
 
-            config["logger"] = TensorBoardLogger(save_dir=str(self.run_dir), name="", version="")
+            # No `hp_metric = -1` placeholder: HParamsLog logs the real final metrics at the end of fit.
+            logger = TensorBoardLogger(str(self.run_dir), name="", version="", default_hp_metric=False)
+            config["logger"] = logger
         extra = [RunDirectory(self.run_dir, self.subcommand)]
+        if self.subcommand == "fit":
+            from bigtrain.sweeps.flat import flat_config
+            from bigtrain.sweeps.hparams import HParamsLog
+
+            extra.append(HParamsLog(flat_config(self.config["fit"].as_dict())))
         init = self.config_init[self.subcommand] if self.subcommand else {}
         extra += default_callbacks(
             self.run_dir,

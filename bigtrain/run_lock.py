@@ -82,3 +82,12 @@ def release(path: Path) -> None:
             path.unlink()
     except (OSError, ValueError):
         pass
+
+
+def holder(run_dir: Path) -> dict[str, Any] | None:
+    """Who holds the run directory's lock now (None when nobody does, or the holder is gone)."""
+    try:
+        held = json.loads((run_dir / LOCK_FILE).read_text() or "{}")
+    except (OSError, ValueError):
+        return None
+    return held if isinstance(held, dict) and held and not _stale(held) else None

@@ -54,6 +54,10 @@ class SlurmJob:
     env: tuple[tuple[str, str], ...] = ()
     signal_before: int = 90
     launcher: str = "bigtrain"
+    array_size: int = 0
+    """A sweep: this many points, one array task each, in `<run_dir>/point-NNN/` (0: one plain job)."""
+    array_parallel: int | None = None
+    """At most this many array tasks at once (`--array=0-N%K`)."""
 
     @property
     def script_path(self) -> Path:
@@ -65,9 +69,9 @@ class SlurmJob:
         """`<run_dir>/config.yaml`."""
         return self.run_dir / "config.yaml"
 
-    def log_path(self, job_id: str = "%j") -> Path:
-        """The job's log; `%j` is SLURM's placeholder for the job id."""
-        return self.run_dir / f"slurm-{job_id}.out"
+    def log_path(self, job_id: str | None = None) -> Path:
+        """The job's log; `%j` is SLURM's placeholder for the job id (`%A_%a`: array job and task)."""
+        return self.run_dir / f"slurm-{job_id or ('%A_%a' if self.array_size else '%j')}.out"
 
 
 def time_seconds(value: str) -> int:
@@ -131,6 +135,8 @@ def check_job(job: SlurmJob) -> None:
     ]:
         if value is not None:
             check_text(option, value)
+    if job.array_size < 0 or (job.array_parallel is not None and job.array_parallel < 1):
+        raise UserError(f"--parallel must be at least 1, got {job.array_parallel}")
     if job.cpus_per_task is not None and job.cpus_per_task < 1:
         raise UserError(f"--cpus-per-task must be >= 1, got {job.cpus_per_task}")
     if job.time is not None and time_seconds(job.time) <= 2 * job.signal_before:
@@ -183,6 +189,9 @@ def _directives(job: SlurmJob) -> list[str]:
         "time": job.time,
     }
     lines += [f"--{key}={value}" for key, value in optional.items() if value is not None]
+    if job.array_size:  # one task per sweep point; a requeue requeues only the preempted task
+        limit = f"%{job.array_parallel}" if job.array_parallel else ""
+        lines.append(f"--array=0-{job.array_size - 1}{limit}")
     lines += [
         f"--signal=USR1@{job.signal_before}",  # to every rank: checkpoint, requeue, exit
         "--requeue",
@@ -195,7 +204,12 @@ def _directives(job: SlurmJob) -> list[str]:
 
 def _exports(job: SlurmJob) -> list[str]:
     variables = [*socket_variables(job.socket_ifname).items(), *job.env]
-    return [f"export {key}={shlex.quote(value)}" for key, value in variables]
+    lines = [f"export {key}={shlex.quote(value)}" for key, value in variables]
+    if job.array_size:
+        # The task's point: the same point-NNN name as bigtrain.sweeps.state.point_name gives it.
+        point = '"$(printf \'point-%03d\' "$SLURM_ARRAY_TASK_ID")"'
+        lines.append(f"POINT_DIR={shlex.quote(str(job.run_dir))}/{point}")
+    return lines
 
 
 def render(job: SlurmJob) -> str:
@@ -207,7 +221,7 @@ def render(job: SlurmJob) -> str:
         "exports": "\n".join(_exports(job)),
         "srun_options": _srun_options(job),
         "launcher": _launcher(job),
-        "config": shlex.quote(str(job.config_path)),
+        "config": '"$POINT_DIR/config.yaml"' if job.array_size else shlex.quote(str(job.config_path)),
     }
     text = re.sub(r"\{\{(\w+)\}\}", lambda m: values[m.group(1)], template)
     return re.sub(r"\n{3,}", "\n\n", text)

@@ -98,6 +98,11 @@ def slurm_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--signal-before", type=int, default=90, help="seconds before the time limit to checkpoint"
     )
+    from bigtrain.sweeps.options import add_grid_options
+
+    p.add_argument("--sweep", action="store_true", help="one job array task per point of the --grid options")
+    add_grid_options(p)
+    p.add_argument("--parallel", type=int, metavar="K", help="with --sweep: at most K array tasks at once")
     return p
 
 
@@ -116,7 +121,7 @@ def torchrun_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _resolve(
+def resolve_layout(
     args: argparse.Namespace, overrides: list[str], nodes: int, devices: int, gpus: Callable[[], bool | None]
 ) -> tuple[dict[str, Any], lay.Layout]:
     """Resolve the recipe, pick the accelerator, check the counts; returns (config, layout)."""
@@ -130,7 +135,9 @@ def _resolve(
     return cfg, layout
 
 
-def _slurm_job(args: argparse.Namespace, layout: lay.Layout, run_dir: Path) -> slurm.SlurmJob:
+def slurm_job(
+    args: argparse.Namespace, layout: lay.Layout, run_dir: Path, array_size: int = 0
+) -> slurm.SlurmJob:
     """The job script's settings from the command line."""
     return slurm.SlurmJob(
         layout=layout,
@@ -149,6 +156,8 @@ def _slurm_job(args: argparse.Namespace, layout: lay.Layout, run_dir: Path) -> s
         signal_before=args.signal_before,
         # Inside a container the image's own `bigtrain` runs, wherever this one is installed.
         launcher="bigtrain" if args.container_image else slurm.default_launcher(),
+        array_size=array_size,
+        array_parallel=args.parallel,
     )
 
 
@@ -157,11 +166,13 @@ def submit_slurm(argv: list[str]) -> int:
     args, overrides = slurm_parser().parse_known_args(argv)
     if not args.dry_run and shutil.which("sbatch") is None:
         raise UserError("sbatch not found on PATH: run this on a SLURM login node, or use --dry-run")
-    cfg, layout = _resolve(
+    if args.sweep or args.grid or args.random is not None or args.parallel is not None:
+        return submit_sweep(args, overrides)
+    cfg, layout = resolve_layout(
         args, overrides, args.nodes, args.gpus_per_node, lambda: slurm.cluster_has_gpus(args.partition)
     )
     run_dir = new_run_dir(args.recipe, args.run_dir, must_be_new=True)
-    job = _slurm_job(args, layout, run_dir)
+    job = slurm_job(args, layout, run_dir)
     slurm.check_job(job)  # the values' form first: only a plain name reaches sinfo
     if args.partition:
         slurm.check_partition(args.partition)
@@ -188,6 +199,69 @@ def submit_slurm(argv: list[str]) -> int:
     return 0
 
 
+def _resolve_points(
+    args: argparse.Namespace, overrides: list[str], points: list[dict[str, Any]]
+) -> tuple[list[tuple[dict[str, Any], dict[str, Any]]], lay.Layout]:
+    """Each point with its resolved config, and the layout (the same for every point)."""
+    from bigtrain.sweeps.spec import point_args
+
+    resolved = []
+    for point in points:
+        cfg, layout = resolve_layout(
+            args,
+            [*overrides, *point_args(point["values"])],
+            args.nodes,
+            args.gpus_per_node,
+            lambda: slurm.cluster_has_gpus(args.partition),
+        )
+        resolved.append((point, cfg))
+    return resolved, layout
+
+
+def submit_sweep(args: argparse.Namespace, overrides: list[str]) -> int:
+    """Write the sweep directory (sweep.yaml, each point's config.yaml, job.sbatch) and submit the array."""
+    from bigtrain.sweeps.options import build_sweep
+    from bigtrain.sweeps.state import write_sweep
+
+    if not args.sweep:
+        raise UserError("--grid, --random and --parallel describe a sweep: add --sweep")
+    if args.parallel is not None and args.parallel < 1:
+        raise UserError(f"--parallel must be at least 1, got {args.parallel}")
+    sweep = build_sweep(args.recipe, overrides, args)
+    sweep_dir = new_run_dir(args.recipe, args.run_dir, must_be_new=True)
+    points, layout = _resolve_points(args, overrides, sweep["points"])
+    job = slurm_job(args, layout, sweep_dir, array_size=len(points))
+    slurm.check_job(job)
+    if args.partition:
+        slurm.check_partition(args.partition)
+    existed = sweep_dir.exists()
+    for point, cfg in points:
+        run_dir = sweep_dir / point["dir"]
+        lay.write_config(run_dir, lay.apply_layout(cfg, layout, run_dir))
+    script = slurm.render(job)
+    write_text_atomic(job.script_path, script, mode=0o755)
+    write_sweep(sweep_dir, sweep)
+    if args.dry_run:
+        print(script, end="")
+        print(f"dry run: wrote {sweep_dir} ({len(points)} points); submit with: sbatch {job.script_path}",
+              file=sys.stderr)  # fmt: skip
+        return 0
+    try:
+        job_id = slurm.sbatch(job.script_path)
+    except UserError:
+        if not existed:
+            shutil.rmtree(sweep_dir, ignore_errors=True)
+        raise
+    for index, point in enumerate(sweep["points"]):
+        point.update(state="submitted", job=f"{job_id}_{index}")
+    write_sweep(sweep_dir, sweep)
+    print(f"submitted SLURM job array {job_id} ({len(points)} tasks)")
+    print(f"sweep directory: {sweep_dir}")
+    print(f"logs: {job.log_path(f'{job_id}_N')}")
+    print(f"compare: bigtrain runs compare --sweep {sweep_dir}")
+    return 0
+
+
 def _cuda_available() -> bool:
     import torch
 
@@ -205,7 +279,7 @@ def submit_torchrun(argv: list[str]) -> int:
         raise UserError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT of node 0 (the same on each node)")
     endpoint = args.rdzv_endpoint or torchrun.DEFAULT_ENDPOINT
     torchrun.parse_endpoint(endpoint)
-    cfg, layout = _resolve(args, overrides, args.nnodes, args.nproc_per_node, _cuda_available)
+    cfg, layout = resolve_layout(args, overrides, args.nnodes, args.nproc_per_node, _cuda_available)
     run_dir = new_run_dir(args.recipe, args.run_dir, must_be_new=False)
     config = lay.write_config(run_dir, lay.apply_layout(cfg, layout, run_dir))
     job = torchrun.TorchrunJob(
