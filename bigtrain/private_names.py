@@ -25,6 +25,7 @@ class PrivateName:
 _CHECKPOINT = "lightning.pytorch.callbacks:ModelCheckpoint"
 _CLI = "lightning.pytorch.cli:LightningCLI"
 _FIT_LOOP = "lightning.pytorch.loops.fit_loop:_FitLoop"
+_EPOCH_LOOP = "lightning.pytorch.loops.training_epoch_loop:_TrainingEpochLoop"
 _MODEL_PARALLEL = "lightning.pytorch.strategies:ModelParallelStrategy"
 _DCP = "torch.distributed.checkpoint"
 
@@ -56,6 +57,9 @@ PRIVATE_NAMES: tuple[PrivateName, ...] = (
     # Trainer, strategy and module internals.
     PrivateName("lightning.pytorch:Trainer", "_accelerator_connector", on_instance=True),
     PrivateName("lightning.pytorch:LightningModule", "_trainer", on_instance=True),
+    # When the loggers write a train step (train metrics are reduced across ranks only then).
+    PrivateName(_FIT_LOOP, "_should_accumulate"),
+    PrivateName(_EPOCH_LOOP, "_batches_that_stepped", on_instance=True),
     PrivateName(_MODEL_PARALLEL, "_device_mesh", on_instance=True),
     PrivateName(_MODEL_PARALLEL, "_data_parallel_size", on_instance=True),
     PrivateName(_MODEL_PARALLEL, "_tensor_parallel_size", on_instance=True),

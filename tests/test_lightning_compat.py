@@ -41,6 +41,9 @@ def instance_of(owner: str) -> Any:
     factories = {
         "lightning.pytorch.callbacks:ModelCheckpoint": ModelCheckpoint,
         "lightning.pytorch.loops.fit_loop:_FitLoop": lambda: _trainer().fit_loop,
+        "lightning.pytorch.loops.training_epoch_loop:_TrainingEpochLoop": lambda: (
+            _trainer().fit_loop.epoch_loop
+        ),
         "lightning.pytorch:Trainer": _trainer,
         "lightning.pytorch:LightningModule": LightningModule,
         "lightning.pytorch.strategies:ModelParallelStrategy": ModelParallelStrategy,
