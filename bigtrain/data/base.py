@@ -19,6 +19,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from bigtrain.errors import UserError
 from bigtrain.strategies.batch import BatchSplit, data_parallel, split_batch, trainer_data_parallel
 
+PREFETCH_BATCHES = 4
+"""Batches each DataLoader worker prepares ahead (torch's default is 2)."""
+
 
 class EpochSampler(DistributedSampler):
     """A seeded DistributedSampler (also for one process) whose indices carry the epoch.
@@ -182,17 +185,26 @@ class BigtrainDataModule(LightningDataModule):
         )
         if train:
             self._accumulate()
+        workers = self.num_workers
         return (ResumableDataLoader if train else DataLoader)(
             dataset,
             batch_size=self.dataloader_batch_size,
             sampler=sampler,
             drop_last=train,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            # Workers keep this many batches each in flight, so a GPU step never waits for one.
+            prefetch_factor=PREFETCH_BATCHES if workers > 0 else None,
+            # Page-locked batches copy to a GPU asynchronously; on a CPU pinning would only cost.
+            pin_memory=self._on_cuda(),
             collate_fn=pass_batch if isinstance(dataset, BatchDataset) else None,
             # Its own generator for the workers' base seed: starting an iterator leaves the global RNG alone.
             generator=torch.Generator().manual_seed(self.seed),
         )
+
+    def _on_cuda(self) -> bool:
+        trainer = self.trainer
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
 
     # What `bigtrain plan` asks the data: sizes without reading (or downloading) it where they are known.
 
