@@ -1,8 +1,8 @@
 """`make bench`: the benchmarks that fit this machine, printed and written to benchmarks/results/.
 
-On a CUDA machine it runs the GPT-2 124M/350M throughput grid (see `make gpu-check`); on a CPU it runs the
-same code at CPU scale (the tiny and baby presets, context 256), eager and compiled side by side in one run,
-so the ratio is what to read on a noisy shared machine, not the absolute numbers.
+Everywhere: `benchmarks.side_by_side` (a raw loop, plain Lightning and `bigtrain fit`, alternated: fixed
+per-step cost, recipe throughput, start-up, the time to report an unknown recipe), about 10 minutes on 2
+CPU cores. On a CUDA machine also the GPT-2 124M/350M throughput grid (see `make gpu-check`).
 """
 
 from __future__ import annotations
@@ -16,16 +16,14 @@ import torch
 
 
 def main() -> None:
-    """Run the throughput benchmark at the scale this machine affords."""
-    out = Path(__file__).parent / "results" / time.strftime("%Y-%m-%d")
+    """Run the side-by-side suite, and the GPU throughput grid where there is a GPU."""
+    results = Path(__file__).parent / "results"
+    code = subprocess.call([sys.executable, "-m", "benchmarks.side_by_side", "--out", str(results)])
     if torch.cuda.is_available():
-        args = ["--device", "cuda", "--presets", "gpt2-124m", "gpt2-350m"]
-        args += ["--context", "1024", "--batch", "16"]
-    else:
-        args = ["--device", "cpu", "--presets", "tiny", "baby", "--context", "256", "--batch", "8"]
-        args += ["--dtype", "fp32", "--steps", "10", "--warmup", "3"]
-    cmd = [sys.executable, "-m", "benchmarks.throughput", *args, "--out", str(out)]
-    sys.exit(subprocess.call(cmd))
+        args = ["--device", "cuda", "--presets", "gpt2-124m", "gpt2-350m", "--context", "1024"]
+        args += ["--batch", "16", "--out", str(results / time.strftime("%Y-%m-%d"))]
+        code = code or subprocess.call([sys.executable, "-m", "benchmarks.throughput", *args])
+    sys.exit(code)
 
 
 if __name__ == "__main__":

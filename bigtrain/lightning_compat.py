@@ -166,6 +166,21 @@ def set_ddp_option(strategy: Any, name: str, value: Any) -> None:
     strategy._ddp_kwargs[name] = value
 
 
+def logs_this_batch(trainer: Trainer) -> bool:
+    """Whether the loggers will write the train step metrics of the batch now running.
+
+    Lightning decides it from the count of batches that stepped the optimizer (`_batches_that_stepped`,
+    the loggers' step) and skips the micro-batches that only accumulate; neither is public. Lightning also
+    logs when `should_stop` is set, which is left out here: a stop one rank sees first must not make that
+    rank alone enter a collective.
+    """
+    every = trainer.log_every_n_steps
+    loop = trainer.fit_loop
+    if not every or (trainer.lightning_module.automatic_optimization and loop._should_accumulate()):
+        return False
+    return (loop.epoch_loop._batches_that_stepped + 1) % every == 0
+
+
 def device_mesh(strategy: Any) -> Any | None:
     """The strategy's device mesh, or None (not a ModelParallelStrategy, or not set up yet)."""
     # ModelParallelStrategy.device_mesh raises until the mesh exists; other strategies have no mesh.

@@ -25,6 +25,7 @@ class PrivateName:
 _CHECKPOINT = "lightning.pytorch.callbacks:ModelCheckpoint"
 _CLI = "lightning.pytorch.cli:LightningCLI"
 _FIT_LOOP = "lightning.pytorch.loops.fit_loop:_FitLoop"
+_EPOCH_LOOP = "lightning.pytorch.loops.training_epoch_loop:_TrainingEpochLoop"
 _MODEL_PARALLEL = "lightning.pytorch.strategies:ModelParallelStrategy"
 _DCP = "torch.distributed.checkpoint"
 
@@ -44,12 +45,6 @@ PRIVATE_NAMES: tuple[PrivateName, ...] = (
     PrivateName(_FIT_LOOP, "_combined_loader_states_to_load", on_instance=True),
     PrivateName(_FIT_LOOP, "_load_combined_loader_states"),
     PrivateName(_FIT_LOOP, "_data_fetcher", on_instance=True),
-    # The step Lightning logs scalars at, so images and text sit at the same step as the scalars.
-    PrivateName(
-        "lightning.pytorch.loops.training_epoch_loop:_TrainingEpochLoop",
-        "_batches_that_stepped",
-        on_instance=True,
-    ),  # fmt: skip
     PrivateName("lightning.fabric.utilities.data", "_set_sampler_epoch"),
     # LightningCLI's steps between parsing and running.
     PrivateName(_CLI, "_parse_ckpt_path"),
@@ -63,6 +58,10 @@ PRIVATE_NAMES: tuple[PrivateName, ...] = (
     PrivateName("lightning.pytorch:Trainer", "_accelerator_connector", on_instance=True),
     PrivateName("lightning.pytorch:LightningModule", "_trainer", on_instance=True),
     PrivateName("lightning.pytorch.strategies:DDPStrategy", "_ddp_kwargs", on_instance=True),
+    # When the loggers write a train step (train metrics are reduced across ranks only then), and the step
+    # they write at (images and text are logged at the same step as the scalars).
+    PrivateName(_FIT_LOOP, "_should_accumulate"),
+    PrivateName(_EPOCH_LOOP, "_batches_that_stepped", on_instance=True),
     PrivateName(_MODEL_PARALLEL, "_device_mesh", on_instance=True),
     PrivateName(_MODEL_PARALLEL, "_data_parallel_size", on_instance=True),
     PrivateName(_MODEL_PARALLEL, "_tensor_parallel_size", on_instance=True),

@@ -134,6 +134,9 @@ def default_callbacks(
 
         callbacks.append(ResumeState())  # RNG states in checkpoints: exact mid-epoch resume
         callbacks.append(Preemption())  # SIGUSR1/SIGTERM: save at a step boundary, requeue
+        from bigtrain.callbacks.startup import StartupTime
+
+        callbacks.append(StartupTime())  # process start to the first optimizer step: perf/startup_s
         from bigtrain.callbacks.throughput import ThroughputMeter
 
         throughput = throughput or ThroughputMeter()

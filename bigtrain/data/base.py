@@ -19,6 +19,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from bigtrain.errors import UserError
 from bigtrain.strategies.batch import BatchSplit, data_parallel, split_batch, trainer_data_parallel
 
+PREFETCH_BATCHES = 4
+"""Batches each DataLoader worker prepares ahead (torch's default is 2)."""
+
 
 class EpochSampler(DistributedSampler):
     """A seeded DistributedSampler (also for one process) whose indices carry the epoch.
@@ -81,11 +84,38 @@ def split_index(i: int, n: int) -> tuple[int, int]:
     return divmod(i, n)
 
 
-def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
-    """A torch.Generator that depends only on (seed, epoch, index)."""
+def sample_generator(
+    seed: int, epoch: int, index: int, generator: torch.Generator | None = None
+) -> torch.Generator:
+    """A torch.Generator seeded from (seed, epoch, index) alone: `generator` if given (reseeded), else new."""
     # A fixed odd-multiplier mix keeps nearby (epoch, index) pairs far apart in seed space.
     mixed = (seed * 1_000_003 + epoch) * 2_654_435_761 + index
-    return torch.Generator().manual_seed(mixed % (2**63 - 1))
+    # Reseeding one generator per batch costs a third less than making one per sample.
+    return (generator or torch.Generator()).manual_seed(mixed % (2**63 - 1))
+
+
+class BatchDataset(Dataset):
+    """A dataset that reads a whole batch at once: `get_batch(indices)` returns the collated batch.
+
+    The DataLoader passes each batch's sampler values to `__getitems__` (torch's batched fetch), and the
+    loader made by `BigtrainDataModule.loader` hands the result on unchanged (`pass_batch`). `__getitem__`
+    is the one-sample view of the same batch, for code that reads samples one at a time.
+    """
+
+    def get_batch(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
+        """The collated batch of these sampler values."""
+        raise NotImplementedError
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
+        return self.get_batch(indices)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        return tuple(t[0] for t in self.get_batch([i]))
+
+
+def pass_batch(batch: Any) -> Any:
+    """The collate function of a BatchDataset's loader: its batch is collated already."""
+    return batch
 
 
 class BigtrainDataModule(LightningDataModule):
@@ -155,16 +185,26 @@ class BigtrainDataModule(LightningDataModule):
         )
         if train:
             self._accumulate()
+        workers = self.num_workers
         return (ResumableDataLoader if train else DataLoader)(
             dataset,
             batch_size=self.dataloader_batch_size,
             sampler=sampler,
             drop_last=train,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            # Workers keep this many batches each in flight, so a GPU step never waits for one.
+            prefetch_factor=PREFETCH_BATCHES if workers > 0 else None,
+            # Page-locked batches copy to a GPU asynchronously; on a CPU pinning would only cost.
+            pin_memory=self._on_cuda(),
+            collate_fn=pass_batch if isinstance(dataset, BatchDataset) else None,
             # Its own generator for the workers' base seed: starting an iterator leaves the global RNG alone.
             generator=torch.Generator().manual_seed(self.seed),
         )
+
+    def _on_cuda(self) -> bool:
+        trainer = self.trainer
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
 
     # What `bigtrain plan` asks the data: sizes without reading (or downloading) it where they are known.
 

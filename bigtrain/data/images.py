@@ -1,7 +1,7 @@
 """ImageDataModule: image classification data, from the built-in glyphs to MNIST, CIFAR-10 and user files.
 
 Data sets are small enough to hold in memory: setup() reads them once as uint8 (or float) tensors, and the
-Dataset scales, augments and normalises one sample at a time. Augmentation randomness comes only from
+Dataset scales, augments and normalises a whole batch at once. Augmentation randomness comes only from
 `sample_generator(seed, epoch, index)`, so batches are the same for any number of workers or ranks.
 """
 
@@ -13,10 +13,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from bigtrain.data import image_formats as fmt
-from bigtrain.data.base import BigtrainDataModule, sample_generator, split_index
+from bigtrain.data.base import BatchDataset, BigtrainDataModule, sample_generator, split_index
 from bigtrain.data.glyphs import CLASSES as GLYPH_CLASSES
 from bigtrain.data.glyphs import DEFAULT_SIZE as GLYPH_SIZE
 from bigtrain.data.glyphs import make_glyphs
@@ -30,11 +30,12 @@ KNOWN_SIZES = {"mnist": (1, 28, 10), "fashion-mnist": (1, 28, 10), "cifar10": (3
 """source -> (channels, side, classes): fixed facts, so sizes are known without a download."""
 
 
-class ImageTensorDataset(Dataset):
-    """In-memory images (N, C, H, W) with seeded per-sample augmentation and normalisation.
+class ImageTensorDataset(BatchDataset):
+    """In-memory images (N, C, H, W) with seeded per-sample augmentation and normalisation, a batch at a time.
 
     Indices are `EpochSampler` values (`epoch * N + index`), so the augmentation of a sample depends only on
-    (seed, epoch, index), never on which worker or rank draws it.
+    (seed, epoch, index), never on which worker or rank draws it. Only the augmentation's random draws are
+    made per sample; scaling, flips, crops and normalisation run on the whole batch.
     """
 
     def __init__(
@@ -56,27 +57,42 @@ class ImageTensorDataset(Dataset):
     def __len__(self) -> int:
         return len(self.y)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        epoch, index = split_index(int(i), len(self.y))
-        image = self.x[index].to(torch.float32, copy=True)
+    def get_batch(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images (B, C, H, W) float, labels (B,)) of these sampler values."""
+        values = torch.as_tensor(indices, dtype=torch.int64)
+        index = values % len(self.y)
+        # index_select, not x[index]: the advanced-indexing kernel costs ms per call on a busy CPU.
+        images = self.x.index_select(0, index).to(torch.float32)  # a new tensor
         if self.x.dtype == torch.uint8:
-            image /= 255.0
+            images /= 255.0
         if self.crop or self.flip:
-            image = self._augment(image, sample_generator(self.seed, epoch, index))
-        return (image - self.mean) / self.std, self.y[index]
+            images = self._augment(images, values)
+        return (images - self.mean) / self.std, self.y.index_select(0, index)
 
-    def _augment(self, image: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """Random horizontal flip, then a random crop of the zero-padded image back to its size."""
-        # Both draws happen whether or not each augmentation is on, so turning one off leaves the other's
-        # randomness unchanged.
-        flip = bool(torch.rand((), generator=gen) < 0.5)
-        dy, dx = torch.randint(0, 2 * self.crop + 1, (2,), generator=gen).tolist()
-        if self.flip and flip:
-            image = image.flip(-1)
+    def _draws(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per sample: flip or not (B,), crop offsets (B, 2), from its (seed, epoch, index) generator."""
+        generator, flips, offsets = torch.Generator(), [], []
+        for value in values.tolist():
+            gen = sample_generator(self.seed, *split_index(value, len(self.y)), generator)
+            # Both draws happen whether or not each augmentation is on, so turning one off leaves the
+            # other's randomness unchanged.
+            flips.append(torch.rand((), generator=gen) < 0.5)
+            offsets.append(torch.randint(0, 2 * self.crop + 1, (2,), generator=gen))
+        return torch.stack(flips), torch.stack(offsets)
+
+    def _augment(self, images: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """Random horizontal flips, then random crops of the zero-padded images back to their size."""
+        flips, offsets = self._draws(values)
+        if self.flip:
+            images = torch.where(flips.view(-1, 1, 1, 1), images.flip(-1), images)
         if self.crop:
-            _, h, w = image.shape
-            image = F.pad(image, (self.crop,) * 4)[:, dy : dy + h, dx : dx + w]
-        return image
+            b, c, h, w = images.shape
+            padded = F.pad(images, (self.crop,) * 4).flatten(2)  # (B, C, (H + 2c) * (W + 2c))
+            rows = (offsets[:, 0:1] + torch.arange(h)).view(b, h, 1)
+            cols = (offsets[:, 1:2] + torch.arange(w)).view(b, 1, w)
+            where = (rows * (w + 2 * self.crop) + cols).view(b, 1, h * w).expand(b, c, h * w)
+            images = padded.gather(2, where).view(b, c, h, w)
+        return images
 
 
 def _resize(x: torch.Tensor, size: int, chunk: int = 2048) -> torch.Tensor:

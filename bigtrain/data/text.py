@@ -12,9 +12,9 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from bigtrain.data.base import BigtrainDataModule, sample_generator, split_index
+from bigtrain.data.base import BatchDataset, BigtrainDataModule, sample_generator, split_index
 from bigtrain.data.corpus import builtin_corpus
 from bigtrain.data.download import download_file
 from bigtrain.data.tokens import (
@@ -39,23 +39,26 @@ Tokens = np.ndarray | TokenFile
 """A split's tokens: an in-memory array, or a lazily memory-mapped slice of a token file."""
 
 
-def read_window(tokens: Tokens, start: int, size: int, vocab_limit: int | None = None) -> np.ndarray:
-    """Tokens [start, start + size) of a split; ids >= vocab_limit (token files only) are a UserError."""
-    if isinstance(tokens, TokenFile):
-        window = tokens.window(start, size)
-        if vocab_limit is not None and window.max() >= vocab_limit:
-            pos = int(np.argmax(window >= vocab_limit))
-            raise too_big(tokens.path, tokens.start + start + pos, int(window[pos]), vocab_limit)
-        return window
-    return tokens[start : start + size]
+def read_windows(tokens: Tokens, starts: np.ndarray, size: int, vocab_limit: int | None = None) -> np.ndarray:
+    """Tokens [start, start + size) for each start, as one (len(starts), size) array, in one gather; ids >=
+    vocab_limit (token files only) are a UserError."""
+    offsets = starts[:, None] + np.arange(size)  # (B, size)
+    if not isinstance(tokens, TokenFile):
+        return tokens[offsets]
+    windows = tokens.gather(offsets)
+    if vocab_limit is not None and windows.max() >= vocab_limit:
+        row, col = np.unravel_index(int(np.argmax(windows >= vocab_limit)), windows.shape)
+        pos = tokens.start + int(starts[row]) + int(col)
+        raise too_big(tokens.path, pos, int(windows[row, col]), vocab_limit)
+    return windows
 
 
-def _pair(window: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    ids = torch.from_numpy(window.astype(np.int64))
-    return ids[:-1], ids[1:]  # (T,), (T,): the target is the input shifted by one
+def _pairs(windows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.from_numpy(windows.astype(np.int64))  # (B, T + 1)
+    return ids[:, :-1], ids[:, 1:]  # (B, T), (B, T): the target is the input shifted by one
 
 
-class TrainWindows(Dataset):
+class TrainWindows(BatchDataset):
     """`num_samples` random windows per epoch; each start depends only on (seed, epoch, index)."""
 
     def __init__(
@@ -70,17 +73,22 @@ class TrainWindows(Dataset):
     def __len__(self) -> int:
         return self.num_samples
 
-    def start(self, i: int) -> int:
+    def start(self, i: int, generator: torch.Generator | None = None) -> int:
         """Window start for sampler value i (= epoch * len + index), uniform over every valid start."""
         epoch, index = split_index(i, len(self))
         starts = len(self.tokens) - self.block_size
-        return int(torch.randint(starts, (1,), generator=sample_generator(self.seed, epoch, index)))
+        return int(
+            torch.randint(starts, (1,), generator=sample_generator(self.seed, epoch, index, generator))
+        )
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return _pair(read_window(self.tokens, self.start(i), self.block_size + 1, self.vocab_limit))
+    def get_batch(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y), each (B, T): the windows of these sampler values."""
+        generator = torch.Generator()
+        starts = np.array([self.start(i, generator) for i in indices], dtype=np.int64)
+        return _pairs(read_windows(self.tokens, starts, self.block_size + 1, self.vocab_limit))
 
 
-class ValWindows(Dataset):
+class ValWindows(BatchDataset):
     """Fixed windows: back to back (sharing a boundary token) by default, else `num_samples` evenly spaced."""
 
     def __init__(
@@ -96,15 +104,20 @@ class ValWindows(Dataset):
     def __len__(self) -> int:
         return self.num_samples
 
-    def start(self, i: int) -> int:
-        """Window start for sampler value i; the epoch part is ignored."""
-        index = split_index(i, len(self))[1]
+    def starts(self, indices: list[int]) -> np.ndarray:
+        """Window starts for sampler values; the epoch part is ignored."""
+        index = np.asarray(indices, dtype=np.int64) % len(self)
         if self.tiled:
             return index * self.block_size
         return index * self.last // max(1, len(self) - 1)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return _pair(read_window(self.tokens, self.start(i), self.block_size + 1, self.vocab_limit))
+    def start(self, i: int) -> int:
+        """Window start for sampler value i; the epoch part is ignored."""
+        return int(self.starts([i])[0])
+
+    def get_batch(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y), each (B, T): the windows of these sampler values."""
+        return _pairs(read_windows(self.tokens, self.starts(indices), self.block_size + 1, self.vocab_limit))
 
 
 class TextDataModule(BigtrainDataModule):

@@ -313,6 +313,12 @@ class TokenFile:
         begin = self.start + start
         return np.array(self._mm[begin : begin + size])
 
+    def gather(self, offsets: np.ndarray) -> np.ndarray:
+        """A copy of the tokens at these offsets (any shape), read in one indexing of the memmap."""
+        if self._mm is None:
+            self._mm = np.memmap(self.path, dtype=self.dtype, mode="r")
+        return np.asarray(self._mm[self.start + offsets])
+
     def check_below(self, vocab_size: int) -> None:
         """UserError naming the first id >= vocab_size; skipped for files above SCAN_LIMIT_BYTES."""
         if self.length * self.dtype.itemsize > SCAN_LIMIT_BYTES or self.length == 0:

@@ -16,6 +16,7 @@ from bigtrain.models.autoencoder.model import PRESETS, Autoencoder, AutoencoderC
 from bigtrain.models.config import as_config, fill_from_data, resolve, to_dict
 from bigtrain.models.optim import OptimConfig, optimizer_and_schedule
 from bigtrain.models.tensorboard import log_image
+from bigtrain.models.train_metrics import log_train
 from bigtrain.strategies import parallelize
 
 SAMPLE_SEED = 0
@@ -143,16 +144,19 @@ class AutoencoderModule(LightningModule):
         recon, mu, logvar = self.net(x)
         loss = F.mse_loss(recon, x)
         size = x.shape[0]
-        # Training logs per step (TensorBoard then shows plain `train/loss`); evaluation per epoch.
-        train = stage == "train"
-        log = dict(on_step=train, on_epoch=not train, sync_dist=not train, batch_size=size)
+        values = {}
         if logvar is not None:
             kl = kl_divergence(mu, logvar).mean()
             loss = loss + self.beta * kl / x[0].numel()
-            self.log(f"{stage}/kl", kl, **log)
-        self.log(f"{stage}/loss", loss, prog_bar=True, **log)
-        if not train:
-            self._update_metrics(x, recon.detach(), stage)
+            values["kl"] = kl
+        values["loss"] = loss
+        # Training logs per step (TensorBoard then shows plain `train/loss`); evaluation per epoch.
+        if stage == "train":
+            log_train(self, values, size, prog_bar=["loss"])
+            return loss
+        for name, value in values.items():
+            self.log(f"{stage}/{name}", value, prog_bar=name == "loss", sync_dist=True, batch_size=size)
+        self._update_metrics(x, recon.detach(), stage)
         return loss
 
     def _update_metrics(self, x: torch.Tensor, recon: torch.Tensor, stage: str) -> None:

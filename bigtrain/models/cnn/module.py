@@ -13,6 +13,7 @@ from bigtrain.models.attached import attached_datamodule
 from bigtrain.models.cnn.model import PRESETS, ResNet, ResNetConfig
 from bigtrain.models.config import as_config, fill_from_data, resolve, to_dict
 from bigtrain.models.optim import OptimConfig, optimizer_and_schedule
+from bigtrain.models.train_metrics import log_train
 from bigtrain.strategies import parallelize
 
 STAGES = ("train", "val", "test")
@@ -95,11 +96,10 @@ class ResNetClassifier(LightningModule):
         loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
         size = x.shape[0]
         # Training logs per step (TensorBoard then shows plain `train/loss`); evaluation per epoch.
-        train = stage == "train"
-        self.log(
-            f"{stage}/loss", loss, on_step=train, on_epoch=not train, prog_bar=True, sync_dist=not train,
-            batch_size=size,
-        )  # fmt: skip
+        if stage == "train":
+            log_train(self, {"loss": loss}, size, prog_bar=["loss"])
+        else:
+            self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=size)
         for name in ("acc", "acc_top5"):
             key = f"{stage}_{name}"
             if key in self.metrics:

@@ -27,6 +27,7 @@ from bigtrain.models.config import as_config, fill_from_data, resolve, to_dict
 from bigtrain.models.gan.model import GAN, PRESETS, GANConfig, n_stages_for
 from bigtrain.models.optim import OptimConfig, build_optimizer, lr_factor
 from bigtrain.models.tensorboard import log_image
+from bigtrain.models.train_metrics import log_train
 from bigtrain.strategies import global_randn, parallelize
 
 
@@ -204,15 +205,16 @@ class DCGANModule(LightningModule):
 
     def _log(self, stage: str, metrics: dict[str, torch.Tensor], batch_size: int) -> None:
         # Training metrics per step (their own names, no _step/_epoch suffixes); held-out ones per epoch.
-        train = stage == "train"
+        losses = [name for name in metrics if name.endswith("loss")]
+        if stage == "train":
+            log_train(self, metrics, batch_size, prog_bar=losses)
+            return
         for name, value in metrics.items():
             self.log(
                 f"{stage}/{name}",
                 value.detach(),
-                on_step=train,
-                on_epoch=not train,
-                sync_dist=not train,
-                prog_bar=name.endswith("loss"),
+                sync_dist=True,
+                prog_bar=name in losses,
                 batch_size=batch_size,
             )
 

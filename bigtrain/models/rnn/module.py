@@ -16,6 +16,7 @@ from bigtrain.models.config import as_config, fill_from_data, resolve, to_dict
 from bigtrain.models.lm import fresh_metric, lm_epoch_metrics, log_text_sample
 from bigtrain.models.optim import OptimConfig, optimizer_and_schedule
 from bigtrain.models.rnn.model import PRESETS, RNN, RNNConfig
+from bigtrain.models.train_metrics import log_train
 from bigtrain.strategies import parallelize
 
 
@@ -79,7 +80,7 @@ class RNNModule(LightningModule):
         logits = self.net(x)  # lm: (B, T, V); classify: (B, classes)
         loss = F.cross_entropy(logits.flatten(0, -2), y.flatten())
         if stage == "train":
-            self.log("train/loss", loss, prog_bar=True)
+            log_train(self, {"loss": loss}, x.shape[0], prog_bar=["loss"])
             return loss
         self.loss_mean[stage].update(loss.detach(), weight=y.numel())
         if not self.lm:

@@ -12,6 +12,7 @@ from bigtrain.models.attached import attached_datamodule
 from bigtrain.models.config import as_config, fill_from_data, resolve, to_dict
 from bigtrain.models.lm import fresh_metric, lm_epoch_metrics, log_text_sample
 from bigtrain.models.optim import OptimConfig, optimizer_and_schedule
+from bigtrain.models.train_metrics import log_train
 from bigtrain.models.transformer.model import GPT, PRESETS, GPTConfig
 from bigtrain.strategies import parallelize
 
@@ -67,7 +68,7 @@ class GPTModule(LightningModule):
         logits = self.net(x)  # (B, T, V)
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
         if stage == "train":
-            self.log("train/loss", loss, prog_bar=True)
+            log_train(self, {"loss": loss}, x.shape[0], prog_bar=["loss"])
         else:
             self.loss_mean[stage].update(loss.detach(), weight=y.numel())
         return loss
