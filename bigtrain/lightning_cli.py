@@ -64,6 +64,13 @@ class BigtrainCLI(LightningCLIHooks):
             help="Set in a recipe (`base: NAME` or a path relative to it): the recipe it builds on. "
             "bigtrain stacks the chain as --config files, base first.",
         )
+        parser.add_argument(
+            "--resume_check",
+            type=bool,
+            default=True,
+            help="A resume into a run directory must train what its config.yaml says (model, data, seed, "
+            "precision, accumulation, clipping); false resumes with a deliberate change.",
+        )
         from bigtrain.callbacks.nonfinite import NonFiniteGuard
 
         # `--nonfinite.mode skip|stop|off`, `--nonfinite.max_skips N` (or `nonfinite:` in a recipe).
@@ -182,7 +189,7 @@ class BigtrainCLI(LightningCLIHooks):
             if found is None and self.trainer.is_global_zero:
                 print(f"no checkpoint in {self.run_dir / 'checkpoints'}: starting fresh")
             cfg["ckpt_path"] = str(found) if found else None
-        if cfg.get("ckpt_path"):
+        if cfg.get("ckpt_path") and cfg.get("resume_check", True):
             from bigtrain.run_config import check_resume_config
 
             check_resume_config(self.run_dir, self.config["fit"].as_dict())

@@ -335,6 +335,37 @@ def cpu_attention_flop_formulas() -> dict[Any, Callable[..., int]]:
     }
 
 
+def flop_counter() -> Any:
+    """A context manager counting the FLOPs of every aten op run under it (`.total`), by torch's own
+    formula table (what FlopCounterMode counts) plus CPU flash attention.
+
+    Not FlopCounterMode itself: its module tracker hooks every module's backward, which changes the order in
+    which autograd sums a tensor's gradients (a residual block's two branches): a step counted under it ends
+    some bits away from the same step without it, and a resumed run would no longer match an uninterrupted
+    one. A plain dispatch mode (torch's base class for it is in a private module) leaves autograd alone.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry, shape_wrapper
+
+    formulas = dict(flop_registry)
+    formulas.update({op: shape_wrapper(f) for op, f in cpu_attention_flop_formulas().items()})
+
+    class FlopCount(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.total = 0
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            formula = formulas.get(func._overloadpacket)
+            if formula is not None:
+                self.total += int(formula(*args, **kwargs, out_val=out))
+            return out
+
+    return FlopCount()
+
+
 def record_cuda_memory(enabled: bool) -> None:
     """Start (or stop) recording CUDA allocations with their stacks, for a memory snapshot."""
     # PyTorch's "Understanding CUDA Memory Usage" page documents this private function; no public one exists.

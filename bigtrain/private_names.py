@@ -84,6 +84,9 @@ PRIVATE_NAMES: tuple[PrivateName, ...] = (
     PrivateName(f"{_DCP}._traverse", "set_element"),
     PrivateName(f"{_DCP}.default_planner", "_EmptyStateDictLoadPlanner"),
     PrivateName(f"{_DCP}.state_dict_loader", "_load_state_dict"),
+    # Counting FLOPs with a plain dispatch mode (FlopCounterMode's module tracker changes gradient rounding).
+    PrivateName("torch.utils._python_dispatch", "TorchDispatchMode"),
+    PrivateName("torch._ops:OpOverload", "_overloadpacket", on_instance=True),
     # FLOP formulas for CPU flash attention, which FlopCounterMode's table lacks (it has the CUDA kernels).
     PrivateName("torch:ops.aten", "_scaled_dot_product_flash_attention_for_cpu"),
     PrivateName("torch:ops.aten", "_scaled_dot_product_flash_attention_for_cpu_backward"),

@@ -2,8 +2,9 @@
 
 A resume may change how long and where the run goes on (`trainer.max_steps`, devices, nodes, the strategy,
 limits, logging, the checkpoint policy); it may not change what the checkpoint's training means: the model,
-the data, the seed, and the trainer settings that change the arithmetic of a step. The first key that
-differs is named, so the user can either restore it or start a new run directory.
+the data (how it is loaded may change: workers, pinned memory), the seed, and the trainer settings that
+change the arithmetic of a step. The first key that differs is named, so the user can either restore it or
+start a new run directory; `--resume_check false` resumes with a deliberate change.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from bigtrain.errors import UserError
 
 TRAINER_KEYS = ("precision", "accumulate_grad_batches", "gradient_clip_val", "gradient_clip_algorithm")
 """The trainer settings that change what one optimizer step computes."""
+LOADER_KEYS = ("num_workers", "pin_memory", "persistent_workers", "prefetch_factor", "download")
+"""DataModule settings that change how batches are loaded, never which: free to change on a resume."""
 
 
 def defining(config: dict[str, Any]) -> dict[str, Any]:
@@ -30,7 +33,10 @@ def defining(config: dict[str, Any]) -> dict[str, Any]:
         "trainer": {key: trainer.get(key) for key in TRAINER_KEYS},
     }
     # As YAML would hold them: paths and other objects as text, tuples as lists.
-    return _flatten(json.loads(json.dumps(kept, default=str)))
+    flat = _flatten(json.loads(json.dumps(kept, default=str)))
+    return {
+        k: v for k, v in flat.items() if not (k.startswith("data.") and k.rsplit(".", 1)[-1] in LOADER_KEYS)
+    }
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

@@ -53,6 +53,7 @@ def instance_of(owner: str) -> Any:
         "argparse:ArgumentParser": argparse.ArgumentParser,
         "argparse:_SubParsersAction": lambda: argparse.ArgumentParser().add_subparsers(),
         "torch.nn:Module": torch.nn.Module,
+        "torch._ops:OpOverload": lambda: torch.ops.aten.mm.default,
     }
     return factories[owner]()
 

@@ -1,8 +1,10 @@
 """Throughput, FLOPs, MFU and peak memory of a fit, in TensorBoard, the progress bar and `metrics.json`.
 
-FLOPs. The first training batch runs under torch's `FlopCounterMode` (for a GAN that takes a generator step
-every k batches, the first k): the count is that of the real steps (forward, loss and backward; for a GAN its
-discriminator and generator steps together), so nothing runs twice and training is unchanged. Every batch of
+FLOPs. The first training batch runs under a dispatch mode that counts by torch's FLOP formulas, as
+`FlopCounterMode` does but without its module tracker, which would change gradient rounding (for a GAN that
+takes a generator step every k batches, the first k): the count is that of the real steps (forward, loss and
+backward; for a GAN its discriminator and generator steps together), so nothing runs twice and training is
+bit for bit unchanged. Every batch of
 the run is taken to cost the same (fixed shapes); an optimizer step costs `accumulate_grad_batches` of them.
 
 Timing. The clock starts after that first batch (which also carries warm-up) and stops while validating.
@@ -23,11 +25,10 @@ from typing import Any
 import torch
 from lightning.fabric.utilities.throughput import Throughput
 from lightning.pytorch import Callback, LightningModule, Trainer
-from torch.utils.flop_counter import FlopCounterMode
 
 from bigtrain.callbacks.peak_flops import peak_flops
 from bigtrain.errors import UserError
-from bigtrain.lightning_compat import cpu_attention_flop_formulas
+from bigtrain.lightning_compat import flop_counter
 from bigtrain.strategies import data_parallel
 
 GIB = 2**30
@@ -79,7 +80,7 @@ class ThroughputMeter(Callback):
             raise UserError(f"throughput.peak_tflops must be > 0 or null, got {peak_tflops}")
         self.enabled = enabled
         self.peak_tflops = peak_tflops
-        self._counter: FlopCounterMode | None = None
+        self._counter: Any = None  # a lightning_compat.flop_counter() while the first batch runs
         self.t0: float | None = None  # set after the first batch; validation before it is not paused
         self._paused_at: float | None = None
 
@@ -112,7 +113,7 @@ class ThroughputMeter(Callback):
         if self.t0 is None and self._counter is None and self.count_flops:
             # A GAN with d_steps_per_g_step k repeats its pattern of D and G steps every k batches.
             self._counted, self._to_count = 0, max(1, int(getattr(pl_module, "d_steps_per_g_step", 1)))
-            self._counter = FlopCounterMode(display=False, custom_mapping=cpu_attention_flop_formulas())
+            self._counter = flop_counter()
             self._counter.__enter__()
 
     def on_train_batch_end(  # noqa: D102
@@ -168,7 +169,7 @@ class ThroughputMeter(Callback):
     def _stop_counting(self) -> None:
         if self._counter is not None:
             self._counter.__exit__(None, None, None)
-            self.flops_per_batch = int(self._counter.get_total_flops()) // max(1, self._counted)
+            self.flops_per_batch = int(self._counter.total) // max(1, self._counted)
             self._counter = None
 
     @staticmethod

@@ -269,7 +269,9 @@ def _runs(opts: Options, root: Path) -> tuple[dict[str, Any], dict[str, Any], di
     print(f"      checkpoint after {_stop_note(at)}", flush=True)
     label = f"3/3 resumed (--ckpt_path auto) from step {at['step']} to {opts.steps}"
     args = [*base, "--ckpt_path", "auto"]
-    resumed = _phase(label, run, args, root / "record-resumed", root / "resumed.log", opts.resume_args)
+    # --resume-args changes the resumed run on purpose (to see whether the resume stays exact with them).
+    extra = [*opts.resume_args, "--resume_check", "false"] if opts.resume_args else []
+    resumed = _phase(label, run, args, root / "record-resumed", root / "resumed.log", extra)
     if not resumed["steps"]:
         raise RunFailed("the resumed run trained no batch")
     return full, stopped, resumed

@@ -39,6 +39,9 @@ def test_a_resume_that_changes_what_is_trained_is_refused_naming_the_key(bigtrai
     assert changed.returncode == 2 and changed.stderr.strip().count("\n") == 0, changed.stderr[-2000:]
     assert "resuming" in changed.stderr and "model.init_args.optim.lr=0.5" in changed.stderr
     assert (run / "config.yaml").read_text() == saved  # the run's record is left as it was
+    deliberate = bigtrain_cmd("fit", *QUICK, "--run_dir", str(run), "--ckpt_path", "auto",
+                              "--model.optim.lr", "0.5", "--resume_check", "false", cwd=tmp_path)  # fmt: skip
+    assert deliberate.returncode == 0 and "starting fresh" not in deliberate.stdout, deliberate.stderr[-2000:]
 
     # How long and where it runs may change on a resume: more steps, with the run's own config.
     longer = bigtrain_cmd("fit", "--config", str(run / "config.yaml"), "--ckpt_path", "auto",
@@ -58,3 +61,4 @@ def test_only_the_keys_that_define_the_training_are_compared():
     assert defining(base) == defining(other)
     assert defining(base) != defining({**base, "trainer": {**base["trainer"], "precision": "bf16-mixed"}})
     assert defining(base) != defining({**base, "data": {"batch_size": 16}})
+    assert defining(base) == defining({**base, "data": {"batch_size": 8, "num_workers": 4}})

@@ -142,7 +142,16 @@ def _gan():
     )
 
 
-@pytest.mark.parametrize("build", [_gpt, _gan], ids=["transformer", "gan"])
+def _autoencoder():
+    from bigtrain.data import ImageDataModule
+    from bigtrain.models.autoencoder import AutoencoderModule
+
+    return AutoencoderModule(net={"preset": "tiny"}), ImageDataModule(
+        source="glyphs", num_samples=64, batch_size=16
+    )
+
+
+@pytest.mark.parametrize("build", [_gpt, _gan, _autoencoder], ids=["transformer", "gan", "autoencoder"])
 def test_training_is_bit_identical_with_and_without_the_meter(build, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     runs = []
