@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -93,6 +94,35 @@ def test_each_rank_resumes_its_own_share():
         resumed = _loader(64, 4, 0, replicas=2, rank=rank)
         resumed.load_state_dict(first.state_dict())
         assert head + _epoch(resumed, 0) == reference
+
+
+class _Rows(BigtrainDataModule):
+    """The datamodule whose `loader()` builds every bigtrain train loader, over `Values`."""
+
+
+def _rank_loader(world: int, rank: int) -> ResumableDataLoader:
+    """A train loader as `rank` of `world` data-parallel ranks builds it: global batch 8, 64 samples."""
+    data = _Rows(batch_size=8, num_workers=0, seed=3)
+    data.trainer = SimpleNamespace(strategy=SimpleNamespace(), world_size=world, global_rank=rank)
+    return data.loader(Values(64), train=True)
+
+
+def test_resumed_rank_shares_are_disjoint_and_interleave_to_the_single_process_batches():
+    """Stopped after 3 of 8 steps and resumed in new processes, the ranks' shares are still one process's
+    batches: rank r holds rows r::2 of each, so no sample is trained twice and none is skipped."""
+    single = _epoch(_rank_loader(1, 0), 1)
+    assert len(single) == 8 and all(len(b) == 8 for b in single)
+    shares = []
+    for rank in (0, 1):
+        first = _rank_loader(2, rank)
+        head = _epoch(first, 1, stop=3)
+        resumed = _rank_loader(2, rank)
+        resumed.load_state_dict(first.state_dict())
+        shares.append(head + _epoch(resumed, 1))
+    tails = [{i for batch in share[3:] for i in batch} for share in shares]
+    assert len(tails[0]) == len(tails[1]) == 20 and not tails[0] & tails[1]
+    for step, batch in enumerate(single):
+        assert batch[0::2] == shares[0][step] and batch[1::2] == shares[1][step], step
 
 
 def test_rng_states_round_trip_through_plain_tensors():
