@@ -218,7 +218,9 @@ class NonFiniteGuard(Callback):
 
 def grads_nonfinite(params: list[torch.Tensor]) -> torch.Tensor:
     """1 if any (local shard of a) gradient holds a NaN or Inf, else 0; a 0-d tensor, no host sync."""
-    grads = [_local(p.grad) for p in params if p.grad is not None]
+    # A rank's shard of a small parameter can be empty under FSDP: it holds nothing non-finite, and the
+    # max-abs norm of an empty tensor is undefined.
+    grads = [g for p in params if p.grad is not None and (g := _local(p.grad)).numel()]
     if not grads:
         return torch.zeros(())
     # A NaN or Inf anywhere in a gradient makes its max-abs norm non-finite; fused over all of them.
