@@ -23,10 +23,14 @@ test_data_dir.__test__ = False  # not a test, despite its name
 
 @pytest.fixture
 def shared_data() -> Path:
-    """The shared test data folder; skips the test when it is absent."""
+    """The shared test data folder; skips the test when it is absent, and fails it under CI (`CI` set), where
+    a skip would silently stop the real-data tests."""
     path = test_data_dir()
     if not path.is_dir():
-        pytest.skip(f"shared test data not found at {path} (set BIGTRAIN_TEST_DATA)")
+        why = f"shared test data not found at {path} (set BIGTRAIN_TEST_DATA)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{why}; CI must run the real-data tests")
+        pytest.skip(why)
     return path
 
 

@@ -3,7 +3,7 @@
 One 2-rank launch (gloo, CPU) trains a tiny GPT uninterrupted for 9 steps (U), and separately for one
 4-step epoch (S, which leaves a sharded checkpoint: a folder of `.distcp` shards), resumes S on 2 ranks to
 step 9, and trains a tiny ResNet for a sharded checkpoint with BatchNorm buffers. The resumed losses must
-match U's steps 5 to 9 within 1e-5 (relative).
+match U's steps 5 to 9 within 1e-5 (relative), and its final weights U's within 1e-5.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ QUIET = [
     "--trainer.logger", "false", "--trainer.callbacks+=recorder.Record",
 ]  # fmt: skip
 TOLERANCE = 1e-5
+WEIGHT_ATOL = 1e-5
+"""Final weights of a resumed run against the uninterrupted one (the equivalence tests' bound)."""
 
 
 def _fit(base: list[str], run_dir: Path, strategy: str, devices: int, steps: int, *extra: str) -> list[str]:
@@ -66,13 +68,17 @@ def runs(tmp_path_factory) -> Path:
 
 
 def _resumed_diff(runs: Path, name: str) -> float:
-    from dist_helpers import read_losses
+    """The resumed run's largest relative loss difference to U's; its final weights must be U's too."""
+    from dist_helpers import max_weight_diff, read_losses, read_weights
 
     full = read_losses(runs / "U")["train/loss"]
     resumed = read_losses(runs / name)["train/loss"]
     assert len(full) == STEPS and len(resumed) == STEPS - EPOCH, (len(full), len(resumed))
     diff = max(abs(a - b) / abs(a) for a, b in zip(full[EPOCH:], resumed, strict=True))
-    print(f"{name}: resumed losses {resumed}, max relative difference to the uninterrupted run {diff:.2e}")
+    weights = max_weight_diff(read_weights(runs / "U"), read_weights(runs / name))
+    print(f"{name}: resumed losses {resumed}, max relative difference to the uninterrupted run {diff:.2e}, ")
+    print(f"{name}: max final weight difference {weights:.2e}")
+    assert weights <= WEIGHT_ATOL, weights
     return diff
 
 
