@@ -1,7 +1,7 @@
 """Learning tests on real data (the shared test copies): each family learns what its recipe promises.
 
 Each runs the real `bigtrain fit` on a recipe with a bounded number of steps and reads metrics.json.
-Skipped with a reason when the shared data folder is absent.
+Skipped with a reason when the shared data is absent; under CI (`CI` set) that fails instead.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import math
 
 import pytest
 import torch
+
+from tests.conftest import require_test_data
 
 pytestmark = pytest.mark.slow
 
@@ -26,18 +28,12 @@ def _fit(bigtrain_cmd, tmp_path, recipe: str, *overrides: str) -> dict:
 
 @pytest.fixture
 def digits(shared_data):
-    path = shared_data / "digits" / "digits.csv.gz"
-    if not path.exists():
-        pytest.skip(f"{path} not found")
-    return str(path)
+    return str(require_test_data(shared_data / "digits" / "digits.csv.gz"))
 
 
 @pytest.fixture
 def shakespeare(shared_data):
-    folder = shared_data / "tinyshakespeare"
-    if not (folder / "input.txt").exists():
-        pytest.skip(f"{folder}/input.txt not found")
-    return str(folder)
+    return str(require_test_data(shared_data / "tinyshakespeare" / "input.txt").parent)
 
 
 def test_cnn_learns_digits(bigtrain_cmd, tmp_path, digits):
