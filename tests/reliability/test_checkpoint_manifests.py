@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import subprocess
@@ -68,6 +70,27 @@ def test_the_newest_wins_and_partial_names_are_ignored(tmp_path):
     os.symlink(folder / "missing.ckpt", folder / "dangling.ckpt")
     assert _find(tmp_path) == (newest, [])
     assert find_resume_checkpoint(str(tmp_path), warn=print) == newest
+
+
+def test_a_file_checkpoints_manifest_records_step_epoch_size_and_checksum(tmp_path):
+    path = tmp_path / "epoch=2-step=7.ckpt"
+    path.write_bytes(b"w" * 1234)
+    write_manifest(path, build_manifest(path, step=7, epoch=2))
+    digest = hashlib.sha256(b"w" * 1234).hexdigest()
+    files = {".": {"bytes": 1234, "sha256": digest}}
+    assert json.loads(manifest_path(path).read_text()) == {"format": 1, "step": 7, "epoch": 2, "files": files}
+    assert verify_manifest(path) is None
+    path.write_bytes(b"w" * 1000)
+    assert verify_manifest(path) == "epoch=2-step=7.ckpt has 1000 bytes, the manifest says 1234 (truncated?)"
+    assert verify_manifest(tmp_path / "gone.ckpt") == "missing"
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", '{"format": 1, "step": 3}', '{"files": [1]}'])
+def test_a_manifest_without_its_files_table_is_no_manifest(tmp_path, content):
+    path = _checkpoint(tmp_path, "epoch=0-step=3.ckpt", 3)
+    manifest_path(path).write_text(content)
+    expected = "no readable manifest epoch=0-step=3.ckpt.manifest.json (its write did not finish)"
+    assert verify_manifest(path) == expected
 
 
 @pytest.mark.parametrize("damage", ["truncated", "bad checksum", "no manifest", "missing shard"])
