@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 
@@ -128,7 +128,7 @@ def run_target(name: str, target: Target, jobs: int) -> Outcome:
     work = _workdir(name, target)
     start = time.perf_counter()
     _mutmut(work, "run", "--max-children", str(jobs))
-    outcome = Outcome(name, target.source, seconds=time.perf_counter() - start)
+    outcome = Outcome(name, target.source, seconds=round(time.perf_counter() - start, 1))
     for line in _mutmut(work, "results", "--all", "true").splitlines():
         mutant, _, status = line.strip().rpartition(": ")
         if not mutant:
@@ -138,7 +138,14 @@ def run_target(name: str, target: Target, jobs: int) -> Outcome:
             diff = _mutmut(work, "show", mutant)
             changed = [ln for ln in diff.splitlines() if re.match(r"^[-+](?![-+])", ln)]
             outcome.survivors[mutant] = "\n".join(changed)
+    (work / "outcome.json").write_text(json.dumps(asdict(outcome)))
     return outcome
+
+
+def saved_outcomes(names: list[str]) -> list[Outcome]:
+    """The outcomes earlier runs left in build/mutate/<name>/outcome.json, for the modules that have one."""
+    found = [ROOT / "build" / "mutate" / n / "outcome.json" for n in names]
+    return [Outcome(**json.loads(p.read_text())) for p in found if p.is_file()]
 
 
 def run_planted(names: list[str]) -> list[tuple[str, Plant, bool, float]]:
@@ -227,11 +234,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="mutants tested at once (default 1)")
     parser.add_argument("--planted", action="store_true", help="also plant the hand-written bugs")
     parser.add_argument("--only-planted", action="store_true", help="plant the hand-written bugs only")
+    parser.add_argument("--summarize", action="store_true", help="run nothing: summarise build/mutate/")
     parser.add_argument("--out", type=Path, default=None, help="summary file (default benchmarks/results/)")
     args = parser.parse_args(argv)
     outcomes = []
-    modules = [] if args.only_planted else args.modules
-    for name in modules:
+    modules = [] if args.only_planted or args.summarize else args.modules
+    if args.summarize:
+        outcomes = saved_outcomes(list(TARGETS))
+        modules = [o.name for o in outcomes]
+    for name in [] if args.summarize else modules:
         print(f"mutate: {TARGETS[name].source} ...", flush=True)
         outcome = run_target(name, TARGETS[name], args.jobs)
         kills = f"{outcome.killed}/{outcome.total} killed ({outcome.rate:.1%})"
@@ -239,8 +250,13 @@ def main(argv: list[str] | None = None) -> None:
         outcomes.append(outcome)
     skipped = [n for n in TARGETS if n not in modules]
     text = summary(outcomes, skipped)
+    planted_file = ROOT / "build" / "mutate" / "planted.json"
     if args.planted or args.only_planted:
-        text += "\n".join(planted_summary(run_planted(list(PLANTED)))) + "\n"
+        results = run_planted(list(PLANTED))
+        planted_file.write_text(json.dumps([(n, caught, s) for n, _, caught, s in results]))
+    if planted_file.is_file() and (args.planted or args.only_planted or args.summarize):
+        saved = json.loads(planted_file.read_text())
+        text += "\n".join(planted_summary([(n, PLANTED[n], c, s) for n, c, s in saved if n in PLANTED])) + "\n"
     out = args.out or ROOT / "benchmarks" / "results" / f"mutate-{time.strftime('%Y-%m-%d')}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
