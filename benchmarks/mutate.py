@@ -255,8 +255,8 @@ def main(argv: list[str] | None = None) -> None:
         results = run_planted(list(PLANTED))
         planted_file.write_text(json.dumps([(n, caught, s) for n, _, caught, s in results]))
     if planted_file.is_file() and (args.planted or args.only_planted or args.summarize):
-        saved = json.loads(planted_file.read_text())
-        text += "\n".join(planted_summary([(n, PLANTED[n], c, s) for n, c, s in saved if n in PLANTED])) + "\n"
+        saved = [(n, PLANTED[n], c, s) for n, c, s in json.loads(planted_file.read_text()) if n in PLANTED]
+        text += "\n".join(planted_summary(saved)) + "\n"
     out = args.out or ROOT / "benchmarks" / "results" / f"mutate-{time.strftime('%Y-%m-%d')}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
