@@ -3,7 +3,8 @@
 Launched runs import it by name (`--trainer.callbacks+=recorder.Record`) with this folder on PYTHONPATH.
 It writes into the run directory: `losses.json` ({name: [value per step]}) and `weights.safetensors` (the
 consolidated state dict, gathered from every rank's shards), and `compute_dtypes.json` (the dtypes of the
-weights every Linear layer computed with in training forwards), all on rank 0.
+weights every Linear layer computed with in training forwards), and under DDP `ddp.json` (whether
+DistributedDataParallel looks for unused parameters), all on rank 0.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ class Record(Callback):
         self.compute_dtypes: set[str] = set()
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
+        wrapper = getattr(trainer.strategy, "model", None)  # DDP's DistributedDataParallel, once set up
+        if trainer.is_global_zero and hasattr(wrapper, "find_unused_parameters"):
+            flag = {"find_unused_parameters": wrapper.find_unused_parameters}
+            (Path(trainer.default_root_dir) / "ddp.json").write_text(json.dumps(flag))
+
         # After FSDP's own pre-forward hook has gathered the parameters: the dtype the layer computes in.
         def seen(module: torch.nn.Module, args) -> None:
             if module.training:

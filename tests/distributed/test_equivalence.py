@@ -1,12 +1,12 @@
 """Same seed, same global batch: `single` (1 process), `ddp` and `fsdp` (2 gloo ranks) train identically.
 
 For every family the training losses of the first 20 steps agree within 1e-6 (relative) and the final
-weights, gathered into one state dict, within 1e-5; the GAN's two losses and both networks included. FSDP's
-options run too: activation checkpointing, CPU offload, parameters kept after forward
-(`reshard_after_forward false`) and tensor parallel (2 ranks, and 2 x 2 on 4 ranks) are exact in fp32 and
-held to the same bounds, and so is gradient clipping at a norm that bites, under ddp, fsdp and fsdp x TP.
-bf16 mixed precision is held to bf16's precision, and its Linear layers must have computed in bf16 (in fp32
-everywhere else).
+weights, gathered into one state dict, within 1e-5; the GAN's two losses and both networks included. The
+options run too: FSDP's activation checkpointing, CPU offload, parameters kept after forward
+(`reshard_after_forward false`) and tensor parallel (2 ranks, and 2 x 2 on 4 ranks), and DDP's
+`find_unused_parameters`, are exact in fp32 and held to the same bounds, and so is gradient clipping at a
+norm that bites, under ddp, fsdp and fsdp x TP. bf16 mixed precision is held to bf16's precision, and its
+Linear layers must have computed in bf16 (in fp32 everywhere else).
 
 All fits of one rank count run in one launch (tests/distributed/run_fits.py), the 1-rank and 2-rank
 launches side by side, so the whole comparison pays the start-up of torch and Lightning only twice.
@@ -37,12 +37,14 @@ LOSS_RTOL = 1e-6
 WEIGHT_ATOL = 1e-5
 """Measured <= 6.3e-6 (the CNN's, after 20 AdamW steps)."""
 FSDP2 = ["--trainer.strategy", "fsdp", "--trainer.devices", "2"]
+DDP2 = ["--trainer.strategy", "ddp", "--trainer.devices", "2"]
 AC = "--trainer.strategy.activation_checkpointing"
 
 OPTIONS: dict[str, tuple[str, list[str], int]] = {
     "fsdp-tp2": ("transformer", [*FSDP2, "--trainer.strategy.tensor_parallel_size", "2"], STEPS),
     "fsdp-checkpointing": ("transformer", [*FSDP2, AC, "true"], STEPS),
     "fsdp-offload": ("rnn", [*FSDP2, "--trainer.strategy.cpu_offload", "true"], STEPS),
+    "ddp-find-unused": ("transformer", [*DDP2, "--trainer.strategy.find_unused_parameters", "true"], STEPS),
     "fsdp-no-reshard": ("transformer", [*FSDP2, "--trainer.strategy.reshard_after_forward", "false"], STEPS),
     # BatchNorm layers recompute (and so update their running statistics twice) under checkpointing: the
     # losses still match; the buffers do not, so only losses are compared.
@@ -56,7 +58,7 @@ SGD = ["--model.optim.name", "sgd", "--model.optim.lr", "0.1"]
 CLIP = [*SGD, "--trainer.gradient_clip_val", "0.05"]
 """Far below the transformer's gradient norms, so every step clips."""
 CLIPPED: dict[str, list[str]] = {
-    "ddp": ["--trainer.strategy", "ddp", "--trainer.devices", "2"],
+    "ddp": DDP2,
     "fsdp": FSDP2,
     "fsdp-tp2": [*FSDP2, "--trainer.strategy.tensor_parallel_size", "2"],
 }
@@ -120,6 +122,15 @@ def test_fsdp_options_run_and_match_fp32(runs, name):
     assert loss_diff <= LOSS_RTOL
     if steps == STEPS and name != "fsdp-checkpointing-bn":
         assert max_weight_diff(read_weights(ref), read_weights(run)) <= WEIGHT_ATOL
+
+
+@pytest.mark.parametrize(
+    ("run", "expected"),
+    [("gan-ddp", True), ("transformer-ddp", False), ("cnn-ddp", False), ("ddp-find-unused", True)],
+)
+def test_find_unused_parameters_reaches_ddp(runs, run, expected):
+    """null (the default): on only for manual optimization (the GAN); `true` turns it on for any model."""
+    assert json.loads((runs / run / "ddp.json").read_text()) == {"find_unused_parameters": expected}
 
 
 @pytest.mark.parametrize("name", list(CLIPPED))
