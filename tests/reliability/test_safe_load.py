@@ -247,3 +247,13 @@ def test_metadata_refuses_a_module_reached_through_dcps_namespace(tmp_path):
         read_metadata(io.BytesIO(hostile), tmp_path)
     expected = f"checkpoint {tmp_path} needs arbitrary code to load "
     assert str(caught.value) == f"{expected}(GLOBAL torch.distributed.checkpoint.metadata.os); {REFUSAL}"
+
+
+def test_a_truncated_metadata_file_is_named_as_truncated(tmp_path):
+    from bigtrain.checkpoints.unpickle import read_metadata
+
+    metadata = tmp_path / ".metadata"
+    metadata.write_bytes(b"\x80\x02")  # a pickle's first opcode, then nothing: the write stopped there
+    with pytest.raises(UserError) as caught, metadata.open("rb") as stream:
+        read_metadata(stream, tmp_path)
+    assert str(caught.value) == _unreadable(metadata, "the file is truncated or corrupt")
