@@ -216,6 +216,8 @@ def summary(outcomes: list[Outcome], skipped: list[str]) -> str:
         )
     if skipped:
         lines += ["", "Not run this time: " + ", ".join(f"`{TARGETS[n].source}`" for n in skipped) + "."]
+    lines += ["", "Never run: the sharding plan (`bigtrain/strategies/parallelize.py`), whose tests launch"]
+    lines += ["several ranks (mutmut cannot trace them); the planted bugs below cover its worst failures."]
     for o in outcomes:
         if not o.survivors:
             continue
