@@ -51,7 +51,9 @@ TARGETS: dict[str, Target] = {
     ),
     "unpickle": Target("bigtrain/checkpoints/unpickle.py", ("tests/reliability/test_safe_load.py",)),
     "resume_state": Target("bigtrain/callbacks/resume_state.py", ("tests/reliability/test_resume.py",)),
-    "loaders": Target("bigtrain/data/base.py", ("tests/reliability/test_resume.py",)),
+    "loaders": Target(
+        "bigtrain/data/base.py", ("tests/reliability/test_resume.py", "tests/distributed/test_strategies.py")
+    ),
     "nonfinite": Target("bigtrain/callbacks/nonfinite.py", ("tests/reliability/test_nonfinite.py",)),
     "preemption": Target(
         "bigtrain/callbacks/preemption.py",

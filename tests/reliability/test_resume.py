@@ -22,6 +22,7 @@ from bigtrain.data.base import (
     sample_generator,
     split_index,
 )
+from bigtrain.errors import UserError
 
 
 class Values(Dataset):
@@ -329,3 +330,49 @@ def test_resume_is_exact_when_the_train_loader_was_built_before_the_restore(tmp_
     ]
     assert [s["losses"] for s in resumed.steps] == [s["losses"] for s in full.steps[3:]]
     assert all(torch.equal(a, b) for a, b in zip(full_weights(full), full_weights(resumed), strict=True))
+
+
+def test_sampler_values_carry_the_epoch_and_every_index_once():
+    sampler = EpochSampler(Values(10), num_replicas=1, rank=0, shuffle=True, seed=3)
+    sampler.set_epoch(2)
+    pairs = [split_index(v, 10) for v in sampler]
+    assert {epoch for epoch, _ in pairs} == {2} and sorted(i for _, i in pairs) == list(range(10))
+
+
+def test_train_and_validation_loaders_as_the_datamodule_builds_them():
+    """Train: resumable, seeded shuffle, last partial batch dropped; validation: plain, in order, whole."""
+    data = _Rows(batch_size=8, num_workers=0, seed=3)
+    data.trainer = SimpleNamespace(strategy=SimpleNamespace(), world_size=1, global_rank=0)
+    train, val = data.loader(Values(20), train=True), data.loader(Values(20), train=False)
+    assert type(train) is ResumableDataLoader and type(val) is torch.utils.data.DataLoader
+    assert train.state_dict() == {"epoch": 0, "batches": 0}  # before any pass
+    assert (train.sampler.shuffle, train.sampler.drop_last, train.drop_last) == (True, True, True)
+    assert (val.sampler.shuffle, val.sampler.drop_last, val.drop_last) == (False, False, False)
+    assert train.sampler.seed == 3 and not train.persistent_workers
+    assert [b.tolist() for b in val] == [list(range(8)), list(range(8, 16)), list(range(16, 20))]
+    workers = _Rows(batch_size=8, num_workers=1, seed=3)
+    workers.trainer = data.trainer
+    assert workers.loader(Values(20), train=True).persistent_workers
+
+
+def test_datamodule_settings_are_checked_in_one_line():
+    for kwargs, message in [
+        ({"batch_size": 0}, "data.batch_size must be >= 1, got 0"),
+        ({"num_workers": -1}, "data.num_workers must be >= 0, got -1"),
+        ({"micro_batch_size": 0}, "data.micro_batch_size must be >= 1 or null, got 0"),
+    ]:
+        with pytest.raises(UserError) as caught:
+            _Rows(**{"batch_size": 8, "num_workers": 0, "seed": 0, **kwargs})
+        assert str(caught.value) == message
+    smallest = _Rows(batch_size=1, num_workers=0, seed=0, micro_batch_size=1)
+    assert (smallest.batch_size, smallest.micro_batch_size) == (1, 1)
+
+
+def test_data_sizes_sets_the_data_up_for_fit():
+    stages = []
+
+    class Sized(_Rows):
+        def setup(self, stage: str) -> None:  # noqa: D102
+            stages.append(stage)
+
+    assert Sized(batch_size=8, num_workers=0, seed=0).data_sizes() == {} and stages == ["fit"]
