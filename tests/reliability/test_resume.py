@@ -376,3 +376,17 @@ def test_data_sizes_sets_the_data_up_for_fit():
             stages.append(stage)
 
     assert Sized(batch_size=8, num_workers=0, seed=0).data_sizes() == {} and stages == ["fit"]
+
+
+def test_a_resumable_loader_over_a_plain_sampler_counts_from_epoch_0():
+    loader = ResumableDataLoader(Values(4), batch_size=2)
+    assert [b.tolist() for b in loader] == [[0, 1], [2, 3]]
+    assert loader.state_dict() == {"epoch": 0, "batches": 2}
+
+
+def test_sample_generators_differ_for_every_sample_even_for_large_seeds():
+    for seed in (0, 2**62):
+        draws = {
+            float(torch.rand(1, generator=sample_generator(seed, e, i))) for e in range(3) for i in range(300)
+        }
+        assert len(draws) == 900, seed
