@@ -95,7 +95,8 @@ _MIX = (
     "every rank and on resume (test_sample_generators_differ_for_every_sample_even_for_large_seeds); no "
     "promise names the values"
 )
-EQUIVALENT.update({f"bigtrain.data.base.x_sample_generator__mutmut_{n}": _MIX for n in (2, 4, 6, 7, 10, 13, 14)})
+_GEN = "bigtrain.data.base.x_sample_generator__mutmut_"
+EQUIVALENT.update({f"{_GEN}{n}": _MIX for n in (2, 4, 6, 7, 10, 13, 14)})
 EQUIVALENT["bigtrain.data.base.xǁBigtrainDataModuleǁloader__mutmut_20"] = (
     "persistent_workers=None is falsy like False; with workers the original's True is what tests check"
 )
