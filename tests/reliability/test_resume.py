@@ -390,3 +390,55 @@ def test_sample_generators_differ_for_every_sample_even_for_large_seeds():
             float(torch.rand(1, generator=sample_generator(seed, e, i))) for e in range(3) for i in range(300)
         }
         assert len(draws) == 900, seed
+
+
+def _loop_state(started: int, processed: int, completed: int, last_batch: bool) -> dict:
+    def progress() -> dict:
+        return {"started": started, "processed": processed, "completed": completed}
+
+    counts = {"ready": 4, "started": 4, "processed": 4, "completed": 4}
+    return {
+        "loops": {
+            "fit_loop": {
+                "epoch_progress": {"total": progress(), "current": progress()},
+                "epoch_loop.batch_progress": {"current": dict(counts), "is_last_batch": last_batch},
+                "epoch_loop.scheduler_progress": {"current": {"ready": 4, "completed": 4}},
+                "epoch_loop.automatic_optimization.optim_progress": {
+                    "optimizer": {"step": {"current": {"ready": 4, "completed": 4}}}
+                },
+            }
+        }
+    }
+
+
+def test_settle_epoch_end_counts_a_finished_epoch_and_reopens_a_cut_one():
+    """What `settle_epoch_end` does to a checkpoint saved by epoch-end hooks, case by case."""
+    from bigtrain.callbacks.resume_state import settle_epoch_end
+
+    finished = _loop_state(2, 2, 1, last_batch=True)
+    settle_epoch_end(finished)
+    fit = finished["loops"]["fit_loop"]
+    for part in ("total", "current"):
+        assert fit["epoch_progress"][part] == {"started": 2, "processed": 2, "completed": 2}
+    assert fit["epoch_loop.batch_progress"] == {
+        "current": dict.fromkeys(("ready", "started", "processed", "completed"), 0),
+        "is_last_batch": False,
+    }
+    assert fit["epoch_loop.scheduler_progress"]["current"] == {"ready": 0, "completed": 0}
+    optim = fit["epoch_loop.automatic_optimization.optim_progress"]["optimizer"]["step"]["current"]
+    assert optim == {"ready": 0, "completed": 0}
+
+    cut = _loop_state(2, 2, 1, last_batch=False)
+    settle_epoch_end(cut)
+    for part in ("total", "current"):
+        assert cut["loops"]["fit_loop"]["epoch_progress"][part] == {
+            "started": 2,
+            "processed": 1,
+            "completed": 1,
+        }
+    assert cut["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"] == 4
+
+    for untouched in (_loop_state(2, 1, 1, last_batch=True), _loop_state(2, 2, 2, last_batch=True), {}):
+        before = repr(untouched)
+        settle_epoch_end(untouched)
+        assert repr(untouched) == before
