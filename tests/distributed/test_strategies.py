@@ -297,6 +297,19 @@ def test_micro_batch_that_does_not_divide_is_a_user_error():
         manual.loader(list(range(64)), train=True)
 
 
+def test_manual_optimization_takes_a_micro_batch_only_when_nothing_accumulates():
+    """2 micro-batches a step is already accumulation, which manual optimization cannot do; 1 is not."""
+    whole = _attached(_Data(batch_size=32, num_workers=0, seed=0, micro_batch_size=16), 2, automatic=False)
+    assert whole.loader(list(range(64)), train=True).batch_size == 16
+    halves = _attached(_Data(batch_size=32, num_workers=0, seed=0, micro_batch_size=8), 2, automatic=False)
+    with pytest.raises(UserError) as caught:
+        halves.loader(list(range(64)), train=True)
+    assert str(caught.value) == (
+        "data.micro_batch_size needs gradient accumulation, which SimpleNamespace (manual optimization) "
+        "cannot do; leave it unset"
+    )
+
+
 def test_parallelize_without_a_trainer_builds_plainly_and_is_idempotent():
     calls = []
 
