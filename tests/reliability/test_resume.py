@@ -442,3 +442,18 @@ def test_settle_epoch_end_counts_a_finished_epoch_and_reopens_a_cut_one():
         before = repr(untouched)
         settle_epoch_end(untouched)
         assert repr(untouched) == before
+
+
+def test_settle_epoch_end_takes_a_loop_state_with_only_the_epoch_counts():
+    """Counters a checkpoint lacks are left alone; a missing `is_last_batch` counts as the last batch."""
+    from bigtrain.callbacks.resume_state import settle_epoch_end
+
+    progress = {"started": 2, "processed": 2, "completed": 1}
+    optim = {"optimizer": {"step": {}}}  # an optimizer progress without its `current` counters
+    fit = {
+        "epoch_progress": {"total": dict(progress), "current": dict(progress)},
+        "epoch_loop.automatic_optimization.optim_progress": optim,
+    }
+    settle_epoch_end({"loops": {"fit_loop": fit}})
+    assert fit["epoch_progress"]["total"] == {"started": 2, "processed": 2, "completed": 2}
+    assert optim == {"optimizer": {"step": {}}} and "epoch_loop.batch_progress" not in fit
