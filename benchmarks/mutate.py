@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 
-from benchmarks.mutate_equivalent import EQUIVALENT
+from benchmarks.mutate_equivalent import EQUIVALENT, UNREACHED
 from benchmarks.mutate_planted import PLANTED, Plant
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -225,7 +225,9 @@ def summary(outcomes: list[Outcome], skipped: list[str]) -> str:
             continue
         lines += ["", f"## Survivors in `{o.source}`", ""]
         for mutant, diff in o.survivors.items():
-            reason = EQUIVALENT.get(mutant, UNEXPLAINED)
+            reason = EQUIVALENT.get(mutant) or (
+                f"not killable here: {UNREACHED[mutant]}" if mutant in UNREACHED else UNEXPLAINED
+            )
             lines += [f"- `{mutant}`: {reason}", "", "  ```diff", *(f"  {d}" for d in diff.splitlines())]
             lines += ["  ```"]
     return "\n".join(lines) + "\n"

@@ -100,3 +100,19 @@ EQUIVALENT.update({f"{_GEN}{n}": _MIX for n in (2, 4, 6, 7, 10, 13, 14)})
 EQUIVALENT["bigtrain.data.base.xǁBigtrainDataModuleǁloader__mutmut_20"] = (
     "persistent_workers=None is falsy like False; with workers the original's True is what tests check"
 )
+
+UNREACHED: dict[str, str] = {}
+"""Surviving mutants that are not equivalent but that no test can kill in this run, and why: they want a
+CUDA device, or several ranks (whose tests mutmut cannot trace). They count as survivors."""
+_RS = "bigtrain.callbacks.resume_state."
+_CUDA = "CUDA generator state: needs a CUDA device (the gpu-marked tests; none here)"
+UNREACHED.update({f"{_RS}x_capture_rng__mutmut_{n}": _CUDA for n in (33, 34, 35, 36)})
+UNREACHED.update({f"{_RS}x_restore_rng__mutmut_{n}": _CUDA for n in (28, 29, 30, 31, 32, 33, 34)})
+UNREACHED.update(
+    {
+        f"{_RS}x__gather__mutmut_{n}": (
+            "the multi-rank gather: only the 2-rank resume tests reach it, and mutmut cannot trace them"
+        )
+        for n in range(1, 17)
+    }
+)
