@@ -101,6 +101,21 @@ EQUIVALENT["bigtrain.data.base.xǁBigtrainDataModuleǁloader__mutmut_20"] = (
     "persistent_workers=None is falsy like False; with workers the original's True is what tests check"
 )
 
+EQUIVALENT.update(
+    {
+        "bigtrain.callbacks.resume_state.xǁResumeStateǁ__init____mutmut_3": (
+            "the set-aside state is only read as `self._outside_validation or capture_rng()`: '' and None "
+            "are both falsy"
+        ),
+        "bigtrain.callbacks.resume_state.x_capture_rng__mutmut_11": (
+            "torch.tensor of Python ints is int64 without the dtype too"
+        ),
+        "bigtrain.callbacks.resume_state.x_capture_rng__mutmut_13": (
+            "torch.tensor of Python ints is int64 without the dtype too"
+        ),
+    }
+)
+
 UNREACHED: dict[str, str] = {}
 """Surviving mutants that are not equivalent but that no test can kill in this run, and why: they want a
 CUDA device, or several ranks (whose tests mutmut cannot trace). They count as survivors."""

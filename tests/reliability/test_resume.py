@@ -457,3 +457,7 @@ def test_settle_epoch_end_takes_a_loop_state_with_only_the_epoch_counts():
     settle_epoch_end({"loops": {"fit_loop": fit}})
     assert fit["epoch_progress"]["total"] == {"started": 2, "processed": 2, "completed": 2}
     assert optim == {"optimizer": {"step": {}}} and "epoch_loop.batch_progress" not in fit
+
+
+def test_resume_state_before_setup_saves_nothing():
+    assert ResumeState().state_dict() == {}
