@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 RECIPE ?= cnn/glyphs
 PYTEST_ARGS ?=
 
-.PHONY: install train test test-fast lint format bench gpu-check docker clean
+.PHONY: install train test test-fast lint format bench mutate gpu-check docker clean
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,12 @@ format:
 
 bench:
 	$(BIN)/python -m benchmarks.run
+
+# Mutation testing of the modules that guard correctness (hours on 2 cores; not part of `make test`).
+# MUTATE_ARGS="--modules batch manifest" runs some; the summary goes to benchmarks/results/mutate-<date>.md.
+MUTATE_ARGS ?=
+mutate:
+	$(BIN)/python -m benchmarks.mutate $(MUTATE_ARGS)
 
 # On a GPU box without this repo's venv (e.g. a shared image), the system python3 runs it from source.
 GPU_PY ?= $(shell test -x $(BIN)/python && echo $(BIN)/python || echo python3)

@@ -21,13 +21,21 @@ def test_data_dir() -> Path:
 test_data_dir.__test__ = False  # not a test, despite its name
 
 
+def require_test_data(path: Path) -> Path:
+    """`path` in the shared test data; when it is absent the test skips, or fails under CI (`CI` set), where
+    a skip would silently stop the real-data tests."""
+    if not path.exists():
+        why = f"shared test data not found at {path} (set BIGTRAIN_TEST_DATA)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{why}; CI must run the real-data tests")
+        pytest.skip(why)
+    return path
+
+
 @pytest.fixture
 def shared_data() -> Path:
-    """The shared test data folder; skips the test when it is absent."""
-    path = test_data_dir()
-    if not path.is_dir():
-        pytest.skip(f"shared test data not found at {path} (set BIGTRAIN_TEST_DATA)")
-    return path
+    """The shared test data folder (see `require_test_data`)."""
+    return require_test_data(test_data_dir())
 
 
 def run_bigtrain(

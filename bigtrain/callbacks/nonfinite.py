@@ -218,7 +218,8 @@ class NonFiniteGuard(Callback):
 
 def grads_nonfinite(params: list[torch.Tensor]) -> torch.Tensor:
     """1 if any (local shard of a) gradient holds a NaN or Inf, else 0; a 0-d tensor, no host sync."""
-    # A rank's shard of a small parameter can be empty (FSDP2 splits dim 0), and a max norm of nothing fails.
+    # A rank's shard of a small parameter can be empty under FSDP: it holds nothing non-finite, and the
+    # max-abs norm of an empty tensor is undefined.
     grads = [g for p in params if p.grad is not None and (g := _local(p.grad)).numel()]
     if not grads:
         return torch.zeros(())

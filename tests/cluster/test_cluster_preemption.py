@@ -9,12 +9,16 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from lightning.pytorch import Trainer
 from steplog import SendSignal, StepLog, Tiny, read_steps
+from torch import nn
+from torch.utils.data import Dataset
 
 from bigtrain.callbacks.preemption import EXIT_NOT_REQUEUED, Preemption
 from bigtrain.checkpoints.discover import find_resume_checkpoint
 from bigtrain.checkpoints.manifest import verify_manifest
+from bigtrain.data.base import BigtrainDataModule
 
 HERE = Path(__file__).resolve().parent
 MAX_STEPS = 12
@@ -40,11 +44,55 @@ def no_slurm(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
+class Rows(Dataset):
+    """Sample i (an `EpochSampler` value) is (x, y, i): each batch says which samples it trained on."""
+
+    def __init__(self) -> None:
+        self.x = torch.randn(256, 4, generator=torch.Generator().manual_seed(0))
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        row = self.x[int(i) % len(self.x)]
+        return row, row.sum(0, keepdim=True), int(i)
+
+
+class RowsData(BigtrainDataModule):
+    """bigtrain's resumable train loader (shuffled, seeded) over `Rows`: 32 batches an epoch."""
+
+    def __init__(self) -> None:
+        super().__init__(batch_size=8, num_workers=0, seed=7)
+
+    def train_dataloader(self):  # noqa: D102
+        return self.loader(Rows(), train=True)
+
+
+class Recorded(Tiny):
+    """Tiny that appends (sample ids, loss) of every step to `seen`; its weights start the same each time."""
+
+    def __init__(self, seen: list) -> None:
+        torch.manual_seed(0)
+        super().__init__()
+        self.seen = seen
+
+    def training_step(self, batch, batch_idx):  # noqa: D102
+        x, y, ids = batch
+        loss = nn.functional.mse_loss(self.layer(x), y)
+        self.seen.append((ids.tolist(), loss.item()))
+        return loss
+
+
 def test_signal_saves_at_step_boundary_and_resume_trains_each_step_once(tmp_path, no_slurm, capsys):
+    uninterrupted: list = []
+    _trainer(tmp_path / "whole").fit(Recorded(uninterrupted), datamodule=RowsData())
+    assert len(uninterrupted) == MAX_STEPS
+
     before = signal.getsignal(signal.SIGUSR1)
     trainer = _trainer(tmp_path, SendSignal(at=5), StepLog(), Preemption())
+    seen: list = []
     with pytest.raises(SystemExit) as stop:
-        trainer.fit(Tiny())
+        trainer.fit(Recorded(seen), datamodule=RowsData())
     assert stop.value.code == EXIT_NOT_REQUEUED  # not under SLURM: nothing requeues it
     assert signal.getsignal(signal.SIGUSR1) == before  # handlers given back
     err = capsys.readouterr().err
@@ -55,11 +103,15 @@ def test_signal_saves_at_step_boundary_and_resume_trains_each_step_once(tmp_path
     assert not list((tmp_path / "checkpoints").glob(".*"))  # no partial file left behind
 
     resumed = _trainer(tmp_path, StepLog(), Preemption())
-    resumed.fit(Tiny(), ckpt_path=str(saved))
+    resumed.fit(Recorded(seen), datamodule=RowsData(), ckpt_path=str(saved))
     assert resumed.global_step == MAX_STEPS
     first, second = read_steps(tmp_path / "steps-rank0.txt")
     assert first == list(range(1, 6))
     assert second == list(range(6, MAX_STEPS + 1))
+    # Mid-epoch (step 5 of 32): the resumed loader goes on from batch 6, none trained twice or skipped,
+    # and the weights it restored give the uninterrupted run's losses.
+    assert [ids for ids, _ in seen] == [ids for ids, _ in uninterrupted]
+    assert [loss for _, loss in seen] == [loss for _, loss in uninterrupted]
 
 
 @pytest.mark.parametrize("has_scontrol", [True, False])

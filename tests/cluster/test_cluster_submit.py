@@ -73,6 +73,12 @@ def test_dry_run_4_nodes_x_8_gpus_script_and_config_agree(tmp_path, fake_recipe,
     assert cfg["run_dir"] == str(run) and "ckpt_path" not in cfg
 
 
+def test_signal_before_sets_the_preemption_warning(tmp_path, fake_recipe, capsys):
+    argv = shlex.split("slurm --recipe r --nodes 1 --gpus-per-node 1 --accelerator cpu --time 00:30:00")
+    assert submit.main([*argv, "--signal-before", "300", "--run-dir", str(tmp_path / "r"), "--dry-run"]) == 0
+    assert _directives(capsys.readouterr().out)["signal"] == "USR1@300"
+
+
 def test_cpu_cluster_runs_one_task_per_device_without_gpus(tmp_path, fake_recipe, capsys):
     run = tmp_path / "run"
     argv = ["slurm", "--recipe", "r", "--nodes", "2", "--gpus-per-node", "2", "--accelerator", "cpu"]

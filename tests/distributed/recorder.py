@@ -2,7 +2,9 @@
 
 Launched runs import it by name (`--trainer.callbacks+=recorder.Record`) with this folder on PYTHONPATH.
 It writes into the run directory: `losses.json` ({name: [value per step]}) and `weights.safetensors` (the
-consolidated state dict, gathered from every rank's shards), both on rank 0.
+consolidated state dict, gathered from every rank's shards), and `compute_dtypes.json` (the dtypes of the
+weights every Linear layer computed with in training forwards), and under DDP `ddp.json` (whether
+DistributedDataParallel looks for unused parameters), all on rank 0.
 """
 
 from __future__ import annotations
@@ -19,6 +21,22 @@ class Record(Callback):
 
     def __init__(self) -> None:
         self.losses: dict[str, list[float]] = {}
+        self.compute_dtypes: set[str] = set()
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
+        wrapper = getattr(trainer.strategy, "model", None)  # DDP's DistributedDataParallel, once set up
+        if trainer.is_global_zero and hasattr(wrapper, "find_unused_parameters"):
+            flag = {"find_unused_parameters": wrapper.find_unused_parameters}
+            (Path(trainer.default_root_dir) / "ddp.json").write_text(json.dumps(flag))
+
+        # After FSDP's own pre-forward hook has gathered the parameters: the dtype the layer computes in.
+        def seen(module: torch.nn.Module, args) -> None:
+            if module.training:
+                self.compute_dtypes.add(str(module.weight.dtype).removeprefix("torch."))
+
+        for module in pl_module.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.register_forward_pre_hook(seen)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: D102
         metrics = trainer.callback_metrics
@@ -42,5 +60,6 @@ class Record(Callback):
         if trainer.is_global_zero:
             folder = Path(trainer.default_root_dir)
             (folder / "losses.json").write_text(json.dumps(self.losses))
+            (folder / "compute_dtypes.json").write_text(json.dumps(sorted(self.compute_dtypes)))
             weights = {k: v.detach().contiguous() for k, v in state.items()}
             save_file(weights, str(folder / "weights.safetensors"))

@@ -2,8 +2,9 @@
 
 One 2-rank launch (gloo, CPU) trains a tiny GPT uninterrupted for 9 steps (U), and separately for one
 4-step epoch (S, which leaves a sharded checkpoint: a folder of `.distcp` shards), resumes S on 2 ranks to
-step 9, and trains a tiny ResNet for a sharded checkpoint with BatchNorm buffers. The resumed losses must
-match U's steps 5 to 9 within 1e-5 (relative).
+step 9, trains a tiny ResNet for a sharded checkpoint with BatchNorm buffers, and repeats S with
+`save_distributed_checkpoint false` (F: one full file). The resumed losses must match U's steps 5 to 9
+within 1e-5 (relative), and the final weights U's within 1e-5.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ QUIET = [
     "--trainer.logger", "false", "--trainer.callbacks+=recorder.Record",
 ]  # fmt: skip
 TOLERANCE = 1e-5
+GATHERED = "save_distributed_checkpoint"
+WEIGHT_ATOL = 1e-5
+"""Final weights of a resumed run against the uninterrupted one (the equivalence tests' bound)."""
 
 
 def _fit(base: list[str], run_dir: Path, strategy: str, devices: int, steps: int, *extra: str) -> list[str]:
@@ -60,19 +64,24 @@ def runs(tmp_path_factory) -> Path:
         "U": _fit(GPT, root / "U", "fsdp", 2, STEPS),
         "S": _fit(GPT, root / "S", "fsdp", 2, EPOCH),
         "C": _fit(CNN, root / "C", "fsdp", 2, 2),
+        "F": _fit(GPT, root / "F", "fsdp", 2, EPOCH, f"--trainer.strategy.{GATHERED}", "false"),
     }
     wait(launch(spec, 2, root), root, 2)
     return root
 
 
 def _resumed_diff(runs: Path, name: str) -> float:
-    from dist_helpers import read_losses
+    """The resumed run's largest relative loss difference to U's; its final weights must be U's too."""
+    from dist_helpers import max_weight_diff, read_losses, read_weights
 
     full = read_losses(runs / "U")["train/loss"]
     resumed = read_losses(runs / name)["train/loss"]
     assert len(full) == STEPS and len(resumed) == STEPS - EPOCH, (len(full), len(resumed))
     diff = max(abs(a - b) / abs(a) for a, b in zip(full[EPOCH:], resumed, strict=True))
-    print(f"{name}: resumed losses {resumed}, max relative difference to the uninterrupted run {diff:.2e}")
+    weights = max_weight_diff(read_weights(runs / "U"), read_weights(runs / name))
+    print(f"{name}: resumed losses {resumed}, max relative difference to the uninterrupted run {diff:.2e}, ")
+    print(f"{name}: max final weight difference {weights:.2e}")
+    assert weights <= WEIGHT_ATOL, weights
     return diff
 
 
@@ -82,6 +91,21 @@ def test_sharded_checkpoint_is_a_folder_of_shards(runs):
     folder = _sharded(runs / "S")
     assert folder.is_dir() and (folder / ".metadata").is_file()
     assert len(list(folder.glob("*.distcp"))) == 2
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_save_distributed_checkpoint_false_writes_one_full_file(runs, tmp_path):
+    """F is S with `save_distributed_checkpoint false`: one file gathered on rank 0, S's weights unsharded."""
+    single = _sharded(runs / "F")
+    assert single.is_file()
+    saved = torch.load(single, weights_only=True, map_location="cpu")
+    assert saved["global_step"] == EPOCH
+    full = export(_sharded(runs / "S"), tmp_path / "S-full.ckpt", full=True)
+    expected = torch.load(full, weights_only=True, map_location="cpu")["state_dict"]
+    assert saved["state_dict"].keys() == expected.keys()
+    for key, tensor in expected.items():
+        assert torch.equal(saved["state_dict"][key], tensor), key
 
 
 @pytest.mark.distributed

@@ -3,7 +3,8 @@
 A 57M-parameter GPT (8 blocks, 768 wide) trains one step on CPU ranks (gloo). After the optimizer step each
 rank writes the bytes of its local tensors (`DTensor.to_local()`): parameters, gradients and AdamW state.
 On CPU the process RSS is not live memory (NOTES.md), so tensor bytes are the measure. Asserted:
-fsdp (2 ranks) <= 0.55 x ddp, fsdp x TP (2 x 2 ranks) <= 0.3 x ddp, and the plan within 15% of each.
+fsdp (2 ranks) <= 0.55 x ddp, fsdp x TP (2 x 2 ranks) <= 0.3 x ddp, and the plan within 0.1 MiB of each
+(the README's promise: a layout that skips one block's sharding is 27 MiB off).
 """
 
 from __future__ import annotations
@@ -103,4 +104,4 @@ def test_fsdp_and_tensor_parallel_shrink_per_rank_memory_as_planned(tmp_path):
     assert total["fsdp"] <= 0.55 * total["ddp"], mib
     assert total["fsdp_tp"] <= 0.3 * total["ddp"], mib
     for name in total:
-        assert abs(planned[name] - total[name]) <= 0.15 * total[name], (name, mib)
+        assert abs(planned[name] - total[name]) <= 0.1 * 2**20, (name, mib)

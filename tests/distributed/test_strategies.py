@@ -89,6 +89,38 @@ def test_auto_asks_the_planner_for_a_bigtrain_model():
     assert isinstance(strategy, (DDP, FSDP))  # a tiny GPT fits anywhere: the planner's cheapest layout
 
 
+BIG_GPT = {"preset": "tiny", "n_layer": 24, "n_embd": 4096, "n_head": 32}
+"""4.8B parameters: fp32 weights, gradients and AdamW state (16 bytes each, 77 GB) exceed the 72 GB a layout
+may use of the planner's default 80 GB device, so DDP cannot fit and FSDP over 8 ranks must be chosen."""
+
+
+@pytest.mark.parametrize(
+    ("batch", "checkpointing"),
+    [(64, False), (128, True)],  # 128 x 1024 tokens per step: FSDP fits only with activation checkpointing
+)
+def test_auto_takes_fsdp_where_ddp_cannot_fit(batch, checkpointing):
+    from bigtrain.data import TextDataModule
+    from bigtrain.models.transformer import GPTModule
+
+    with torch.device("meta"):
+        model = GPTModule(net=BIG_GPT)
+    data = TextDataModule(batch_size=batch, block_size=1024)
+    strategy = resolve_strategy("auto", {"accelerator": "cpu", "devices": 8}, model, data)
+    assert type(strategy) is FSDP
+    assert strategy.tensor_parallel_size == 1  # never tensor parallel (the user's explicit choice)
+    assert strategy.activation_checkpointing is checkpointing
+
+
+def test_auto_takes_ddp_for_a_model_that_fits():
+    from bigtrain.data import TextDataModule
+    from bigtrain.models.transformer import GPTModule
+
+    strategy = resolve_strategy(
+        "auto", {"accelerator": "cpu", "devices": 2}, GPTModule(), TextDataModule(batch_size=8)
+    )
+    assert type(strategy) is DDP  # the cheapest layout that fits comes first
+
+
 def test_auto_never_picks_tensor_parallelism():
     """64 ranks for a global batch of 32: the planner's FSDP x TP2 fitted by pairing ranks; auto must not
     choose tensor parallelism (the user's explicit setting), and the batch then cannot split."""
@@ -263,6 +295,19 @@ def test_micro_batch_that_does_not_divide_is_a_user_error():
     manual = _attached(_Data(batch_size=32, num_workers=0, seed=0, micro_batch_size=4), 2, automatic=False)
     with pytest.raises(UserError, match="manual"):
         manual.loader(list(range(64)), train=True)
+
+
+def test_manual_optimization_takes_a_micro_batch_only_when_nothing_accumulates():
+    """2 micro-batches a step is already accumulation, which manual optimization cannot do; 1 is not."""
+    whole = _attached(_Data(batch_size=32, num_workers=0, seed=0, micro_batch_size=16), 2, automatic=False)
+    assert whole.loader(list(range(64)), train=True).batch_size == 16
+    halves = _attached(_Data(batch_size=32, num_workers=0, seed=0, micro_batch_size=8), 2, automatic=False)
+    with pytest.raises(UserError) as caught:
+        halves.loader(list(range(64)), train=True)
+    assert str(caught.value) == (
+        "data.micro_batch_size needs gradient accumulation, which SimpleNamespace (manual optimization) "
+        "cannot do; leave it unset"
+    )
 
 
 def test_parallelize_without_a_trainer_builds_plainly_and_is_idempotent():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import subprocess
@@ -68,6 +70,57 @@ def test_the_newest_wins_and_partial_names_are_ignored(tmp_path):
     os.symlink(folder / "missing.ckpt", folder / "dangling.ckpt")
     assert _find(tmp_path) == (newest, [])
     assert find_resume_checkpoint(str(tmp_path), warn=print) == newest
+
+
+def test_a_file_checkpoints_manifest_records_step_epoch_size_and_checksum(tmp_path):
+    path = tmp_path / "epoch=2-step=7.ckpt"
+    path.write_bytes(b"w" * 1234)
+    write_manifest(path, build_manifest(path, step=7, epoch=2))
+    digest = hashlib.sha256(b"w" * 1234).hexdigest()
+    files = {".": {"bytes": 1234, "sha256": digest}}
+    assert json.loads(manifest_path(path).read_text()) == {"format": 1, "step": 7, "epoch": 2, "files": files}
+    assert verify_manifest(path) is None
+    path.write_bytes(b"w" * 1000)
+    assert verify_manifest(path) == "epoch=2-step=7.ckpt has 1000 bytes, the manifest says 1234 (truncated?)"
+    assert verify_manifest(tmp_path / "gone.ckpt") == "missing"
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", '{"format": 1, "step": 3}', '{"files": [1]}'])
+def test_a_manifest_without_its_files_table_is_no_manifest(tmp_path, content):
+    path = _checkpoint(tmp_path, "epoch=0-step=3.ckpt", 3)
+    manifest_path(path).write_text(content)
+    expected = "no readable manifest epoch=0-step=3.ckpt.manifest.json (its write did not finish)"
+    assert verify_manifest(path) == expected
+
+
+def test_newest_is_by_time_not_name_and_hidden_names_are_never_candidates(tmp_path):
+    """A run restarted from an older checkpoint writes newer ones with lower steps: those win."""
+    folder = tmp_path / "checkpoints"
+    _checkpoint(folder, "epoch=1-step=20.ckpt", 20)
+    restarted = _checkpoint(folder, "epoch=0-step=10.ckpt", 30)
+    _checkpoint(folder, ".epoch=2-step=40.ckpt", 40)  # hidden: a writer's, never a candidate
+    assert _find(tmp_path) == (restarted, [])
+
+
+def test_without_checksums_only_sizes_are_compared(tmp_path):
+    """What the writer uses to name the previous checkpoint quickly: sizes only, no reading of the data."""
+    from bigtrain.checkpoints.discover import newest_checkpoint
+
+    folder = tmp_path / "checkpoints"
+    newest = _checkpoint(folder, "epoch=0-step=4.ckpt", 4)
+    newest.write_bytes(b"x" * newest.stat().st_size)  # same size, other bytes
+    assert newest_checkpoint(folder, warn=lambda _: None) is None
+    assert newest_checkpoint(folder, warn=lambda _: None, checksums=False) == newest
+
+
+def test_skips_are_warned_on_stderr_by_default(tmp_path, capsys):
+    folder = tmp_path / "checkpoints"
+    previous = _checkpoint(folder, "epoch=0-step=4.ckpt", 4)
+    newest = _checkpoint(folder, "epoch=1-step=8.ckpt", 8)
+    manifest_path(newest).unlink()
+    assert find_resume_checkpoint(tmp_path) == previous
+    why = "no readable manifest epoch=1-step=8.ckpt.manifest.json (its write did not finish)"
+    assert capsys.readouterr().err == f"bigtrain: warning: skipping checkpoint {newest}: {why}\n"
 
 
 @pytest.mark.parametrize("damage", ["truncated", "bad checksum", "no manifest", "missing shard"])

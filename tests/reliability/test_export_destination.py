@@ -51,3 +51,13 @@ def test_other_checkpoints_folders_and_plain_files(ckpt, tmp_path):
     from safetensors.torch import load_file
 
     assert torch.equal(load_file(plain)["w"], torch.arange(6.0).reshape(2, 3))
+
+
+def test_module_keeps_the_lightning_module_keys(ckpt, tmp_path, bigtrain_cmd):
+    """`--module`: keys as in the LightningModule (`net.w`); without it, the network's own (`w`)."""
+    for flags, key in (([], "w"), (["--module"], "net.w")):
+        out = tmp_path / f"weights{len(flags)}.pt"
+        result = bigtrain_cmd("checkpoint", "export", str(ckpt), str(out), *flags)
+        assert result.returncode == 0, result.stderr
+        weights = torch.load(out, weights_only=True)
+        assert list(weights) == [key] and torch.equal(weights[key], torch.arange(6.0).reshape(2, 3))

@@ -240,3 +240,12 @@ def test_grads_nonfinite_flags_any_nan_or_inf_and_not_large_finite_half_values()
     for bad in (float("nan"), float("inf"), float("-inf")):
         params[1].grad = torch.tensor([1.0, bad, 1.0])
         assert int(grads_nonfinite(params)) == 1
+
+
+def test_grads_nonfinite_takes_an_empty_shard():
+    """Under FSDP a rank's shard of a parameter smaller than the world is empty: nothing there is bad."""
+    params = [nn.Parameter(torch.zeros(0)), nn.Parameter(torch.zeros(2))]
+    params[0].grad, params[1].grad = torch.zeros(0), torch.ones(2)
+    assert int(grads_nonfinite(params)) == 0
+    params[1].grad[0] = float("nan")
+    assert int(grads_nonfinite(params)) == 1

@@ -162,3 +162,98 @@ def test_fit_refuses_bad_ckpt_path_in_one_line(bigtrain_cmd, tmp_path, kind):
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(f"bigtrain: error: checkpoint {path} "), out.stderr
     assert not marker.exists()
+
+
+# The exact one-line messages of the unpickler, for each way a file can fail (mutation testing showed that
+# substring checks let a garbled message through).
+
+
+def _unreadable(path: Path, detail: str) -> str:
+    size = path.stat().st_size if path.is_file() else 0
+    return f"checkpoint {path} cannot be read ({detail}, {size} bytes); use another checkpoint"
+
+
+def test_unreadable_messages_are_exact(tmp_path):
+    from bigtrain.checkpoints.unpickle import load_file, unreadable_error
+
+    empty = tmp_path / "empty.ckpt"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.ckpt"
+    text.write_text("not a checkpoint\n")
+    cut = tmp_path / "cut.ckpt"
+    torch.save({"w": torch.zeros(100)}, cut)
+    cut.write_bytes(cut.read_bytes()[:300])
+    for path, detail in [
+        (empty, "the file is empty"),
+        (text, "not a PyTorch checkpoint"),
+        (cut, "the file is truncated or corrupt"),
+    ]:
+        with pytest.raises(UserError) as caught:
+            load_file(path)
+        assert str(caught.value) == _unreadable(path, detail)
+    gone = tmp_path / "gone.ckpt"
+    assert str(unreadable_error(gone, ValueError("x"))) == _unreadable(gone, "the file is empty")
+    whole = tmp_path / "whole.ckpt"
+    torch.save({"w": torch.zeros(1)}, whole)
+    last = unreadable_error(whole, ValueError("first\n second \n  third  \n"))
+    assert str(last) == _unreadable(whole, "ValueError: third")
+    assert str(unreadable_error(whole, ValueError(""))) == _unreadable(whole, "ValueError: unreadable")
+
+
+def test_a_checkpoint_that_is_not_a_dict_is_named(tmp_path):
+    from bigtrain.checkpoints.unpickle import load_file
+
+    path = tmp_path / "list.ckpt"
+    torch.save([torch.zeros(1)], path)
+    with pytest.raises(UserError) as caught:
+        load_file(path)
+    assert str(caught.value) == f"checkpoint {path} holds a list, not a dict of tensors"
+
+
+REFUSAL = "bigtrain refuses it — re-save it with plain tensors"
+
+
+def test_unsafe_messages_name_the_global_or_the_opcode():
+    from bigtrain.checkpoints.unpickle import unsafe_error
+
+    def says(path, message: str) -> str:
+        return str(unsafe_error(path, pickle.UnpicklingError(message)))
+
+    assert says("c.ckpt", "Weights only load failed. GLOBAL eval was not an allowed global") == (
+        f"checkpoint c.ckpt needs arbitrary code to load (GLOBAL builtins.eval); {REFUSAL}"
+    )
+    assert says("c.ckpt", "GLOBAL os.system is not allowed") == (
+        f"checkpoint c.ckpt needs arbitrary code to load (GLOBAL os.system); {REFUSAL}"
+    )
+    assert says(None, "GLOBAL not_a_builtin_name is not allowed") == (
+        f"a checkpoint needs arbitrary code to load (GLOBAL not_a_builtin_name); {REFUSAL}"
+    )
+    assert says("c.ckpt", "Weights only load failed.\nUnsupported operand 149 in the pickle") == (
+        f"checkpoint c.ckpt is a pickle that plain tensors do not need (pickle opcode 149); {REFUSAL}"
+    )
+    assert says("c.ckpt", "Weights only load failed.\n  first\n  the reason  \n") == (
+        f"checkpoint c.ckpt is a pickle that plain tensors do not need (the reason); {REFUSAL}"
+    )
+
+
+def test_metadata_refuses_a_module_reached_through_dcps_namespace(tmp_path):
+    """`os`, imported by DCP's metadata module, is not one of its classes: refused, not merely unreadable."""
+    import io
+
+    from bigtrain.checkpoints.unpickle import read_metadata
+
+    hostile = b"ctorch.distributed.checkpoint.metadata\nos\n."  # GLOBAL then STOP, protocol 0
+    with pytest.raises(UserError) as caught:
+        read_metadata(io.BytesIO(hostile), tmp_path)
+    expected = f"checkpoint {tmp_path} needs arbitrary code to load "
+    assert str(caught.value) == f"{expected}(GLOBAL torch.distributed.checkpoint.metadata.os); {REFUSAL}"
+
+
+def test_a_truncated_metadata_file_is_named_as_truncated(tmp_path):
+    from bigtrain.checkpoints.unpickle import read_metadata
+
+    metadata = tmp_path / ".metadata"
+    metadata.write_bytes(b"\x80\x02")  # a pickle's first opcode, then nothing: the write stopped there
+    with pytest.raises(UserError) as caught, metadata.open("rb") as stream:
+        read_metadata(stream, tmp_path)
+    assert str(caught.value) == _unreadable(metadata, "the file is truncated or corrupt")

@@ -57,6 +57,21 @@ def test_the_global_batch_splits_into_per_device_and_micro_batches():
     assert (split.per_device, split.loader_batch, split.accumulation) == (32, 4, 8)
 
 
+def test_the_smallest_valid_counts_are_accepted():
+    assert split_ranks(2, 2, 1) == DataParallel(1, 2)  # data_parallel_size 1: tensor parallel only
+    assert split_batch(1, 1) == BatchSplit(1, 1, 1)
+    assert split_batch(4, 1, 1) == BatchSplit(4, 4, 1)
+    assert split_batch(8, 2, 2) == BatchSplit(8, 4, 2)
+
+
+def test_a_divisor_hint_can_be_1():
+    with _raises(
+        "trainer.strategy.tensor_parallel_size 2 does not divide the 3 ranks (trainer.num_nodes x "
+        "trainer.devices); use a divisor of 3 such as 1 or 3"
+    ):
+        split_ranks(3, 2)
+
+
 def test_batch_errors_say_how_the_data_parallel_count_came_about():
     with _raises(
         "data.batch_size 64 (the global batch) does not divide across 3 data-parallel ranks "
@@ -100,7 +115,7 @@ class _Mesh:
         self.dim = SimpleNamespace(size=lambda: size, get_local_rank=lambda: rank, get_group=lambda: "g")
 
     def __getitem__(self, name: str):
-        return self.dim
+        return {"data_parallel": self.dim}[name]  # a real mesh knows only its own dimension names
 
 
 class _MeshStrategyBeforeSetup:
@@ -136,6 +151,13 @@ def test_a_trainer_describes_its_data_parallel_ranks_when_it_can():
     assert trainer_data_parallel(_trainer(None, nodes=2, devices=4), 4) == DataParallel(4, 2, 2, 4)
     assert trainer_data_parallel(_trainer(None), 4) == DataParallel(4)
     assert trainer_data_parallel(None, 1) == DataParallel(1)
+    # Half known (a stand-in trainer without device counts): nothing to describe, and no arithmetic on None.
+    assert trainer_data_parallel(_trainer(None, nodes=2), 4) == DataParallel(4)
+    described = trainer_data_parallel(_trainer(None, nodes=2, devices=4), 2)
+    assert str(described) == (
+        "2 data-parallel ranks (2 node(s) x 4 device(s) = 8 ranks / tensor_parallel_size 4)"
+    )
+    assert str(DataParallel(4, nodes=2)) == "4 data-parallel ranks"
 
 
 def test_every_call_site_says_the_same_thing():

