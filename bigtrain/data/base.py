@@ -203,8 +203,9 @@ class BigtrainDataModule(LightningDataModule):
         )
 
     def _on_cuda(self) -> bool:
-        trainer = self.trainer
-        return trainer is not None and trainer.strategy.root_device.type == "cuda"
+        # No device known (no trainer, or one that has no strategy device yet): not CUDA, so no pinning.
+        device = getattr(getattr(self.trainer, "strategy", None), "root_device", None)
+        return device is not None and device.type == "cuda"
 
     # What `bigtrain plan` asks the data: sizes without reading (or downloading) it where they are known.
 
