@@ -80,7 +80,7 @@ def dispatch(argv: list[str]) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     if command in LIGHTNING_COMMANDS:
-        from bigtrain.config_files import check_before_lightning
+        from bigtrain.early_checks import check_before_lightning
 
         check_before_lightning(rest)  # a typo in a name or path, told before seconds of imports
         from bigtrain.lightning_cli import release_process_group, run

@@ -14,20 +14,6 @@ def option_values(args: list[str], *flags: str) -> list[str]:
     return values + [value for flag, value in zip(args, args[1:], strict=False) if flag in flags]
 
 
-def check_before_lightning(args: list[str]) -> None:
-    """Mistakes found without torch or Lightning (whose imports take seconds): an unknown `--recipe`, a
-    `--config` file that does not exist or is not valid YAML."""
-    from bigtrain.recipes import find
-
-    for name in option_values(args, "--recipe"):
-        find(name)
-    for value in option_values(args, "--config", "-c"):
-        # jsonargparse also takes a YAML or JSON string as the value; only a plain word is a path.
-        if not Path(value).is_file() and not any(c in value for c in ":{}[]\n"):
-            raise UserError(f"--config {value!r}: no such file")
-    check_config_files(args)
-
-
 def check_config_files(args: list[str]) -> None:
     """A `--config` file that is not valid YAML, named with the line and column where it breaks (jsonargparse
     reports only the parser's first complaint, without the file); a file too large, or whose aliases expand
