@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bigtrain.errors import UserError
+from bigtrain.plan.inputs import device_count
 
 IN_PACKAGE_SOURCES = ("builtin", "glyphs")
 """Data sources bigtrain makes itself: their sizes cost no file read and no download."""
@@ -67,7 +68,7 @@ def check(recipe: str, overrides: list[str]) -> CheckReport:
             raise found from err
         raise
     trainer = config["trainer"]
-    nodes, devices = int(trainer.get("num_nodes") or 1), _devices(trainer.get("devices"))
+    nodes, devices = int(trainer.get("num_nodes") or 1), device_count(trainer.get("devices"))
     strategy, options = _strategy(trainer.get("strategy"))
     source = getattr(data, "source", None)
     return CheckReport(
@@ -110,17 +111,6 @@ def _normalisation(data: Any) -> None:
     for name, value in (("mean", 0.5), ("std", 0.25)):
         if channels and hasattr(data, name) and getattr(data, name) is None:
             setattr(data, name, (value,) * channels)
-
-
-def _devices(value: Any) -> int:
-    """trainer.devices as a count (a list counts its entries; `auto` is what this machine has)."""
-    if isinstance(value, list):
-        return len(value)
-    if isinstance(value, int) or str(value).isdigit():
-        return max(int(value), 1)
-    import torch
-
-    return max(torch.cuda.device_count(), 1)
 
 
 def _strategy(value: Any) -> tuple[str, dict[str, Any]]:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import Any
 
 from bigtrain.commands.args import OneLineParser
 from bigtrain.errors import UserError
 from bigtrain.plan.facts import ModelFacts, fill_data_sizes, model_facts
-from bigtrain.plan.inputs import instantiate, parse_memory, recipe_args
+from bigtrain.plan.inputs import device_count, instantiate, parse_memory, recipe_args
 from bigtrain.plan.memory import (
     Estimate,
     Precision,
@@ -21,16 +20,6 @@ from bigtrain.plan.memory import (
     precision_of,
     size_text,
 )
-
-
-def _devices(value: Any) -> int:
-    if isinstance(value, list):
-        return len(value)
-    if isinstance(value, int) or str(value).isdigit():
-        return max(int(value), 1)
-    import torch
-
-    return max(torch.cuda.device_count(), 1)
 
 
 def main(argv: list[str]) -> int:
@@ -53,7 +42,7 @@ def main(argv: list[str]) -> int:
     config = resolve("fit", [*recipe_args(args.recipe), *overrides])
     trainer = config["trainer"]
     nodes = args.nodes or int(trainer.get("num_nodes") or 1)
-    devices = args.devices_per_node or _devices(trainer.get("devices"))
+    devices = args.devices_per_node or device_count(trainer.get("devices"))
     if nodes < 1 or devices < 1:
         raise UserError("--nodes and --devices-per-node must be >= 1")
     model, data = instantiate(config["model"]), instantiate(config["data"])

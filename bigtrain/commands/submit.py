@@ -161,6 +161,25 @@ def slurm_job(
     )
 
 
+def _write_and_submit(
+    job: slurm.SlurmJob, dry_run: bool, wrote: str, folder: Path, existed: bool
+) -> str | None:
+    """Write the job script; with `dry_run` print it and return None, else sbatch it and return the job id
+    (a refused submission removes `folder` when this command created it)."""
+    script = slurm.render(job)
+    write_text_atomic(job.script_path, script, mode=0o755)
+    if dry_run:
+        print(script, end="")
+        print(f"dry run: wrote {wrote}; submit with: sbatch {job.script_path}", file=sys.stderr)
+        return None
+    try:
+        return slurm.sbatch(job.script_path)
+    except UserError:
+        if not existed:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
 def submit_slurm(argv: list[str]) -> int:
     """`bigtrain submit slurm ...`."""
     args, overrides = slurm_parser().parse_known_args(argv)
@@ -178,21 +197,10 @@ def submit_slurm(argv: list[str]) -> int:
         slurm.check_partition(args.partition)
     existed = run_dir.exists()
     lay.write_config(run_dir, lay.apply_layout(cfg, layout, run_dir))
-    script = slurm.render(job)
-    write_text_atomic(job.script_path, script, mode=0o755)
-    if args.dry_run:
-        print(script, end="")
-        print(
-            f"dry run: wrote {job.script_path} and {job.config_path}; submit with: sbatch {job.script_path}",
-            file=sys.stderr,
-        )
+    wrote = f"{job.script_path} and {job.config_path}"
+    job_id = _write_and_submit(job, args.dry_run, wrote, run_dir, existed)
+    if job_id is None:
         return 0
-    try:
-        job_id = slurm.sbatch(job.script_path)
-    except UserError:
-        if not existed:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
     print(f"submitted SLURM job {job_id}")
     print(f"run directory: {run_dir}")
     print(f"log: {job.log_path(job_id)}")
@@ -238,20 +246,10 @@ def submit_sweep(args: argparse.Namespace, overrides: list[str]) -> int:
     for point, cfg in points:
         run_dir = sweep_dir / point["dir"]
         lay.write_config(run_dir, lay.apply_layout(cfg, layout, run_dir))
-    script = slurm.render(job)
-    write_text_atomic(job.script_path, script, mode=0o755)
     write_sweep(sweep_dir, sweep)
-    if args.dry_run:
-        print(script, end="")
-        print(f"dry run: wrote {sweep_dir} ({len(points)} points); submit with: sbatch {job.script_path}",
-              file=sys.stderr)  # fmt: skip
+    job_id = _write_and_submit(job, args.dry_run, f"{sweep_dir} ({len(points)} points)", sweep_dir, existed)
+    if job_id is None:
         return 0
-    try:
-        job_id = slurm.sbatch(job.script_path)
-    except UserError:
-        if not existed:
-            shutil.rmtree(sweep_dir, ignore_errors=True)
-        raise
     for index, point in enumerate(sweep["points"]):
         point.update(state="submitted", job=f"{job_id}_{index}")
     write_sweep(sweep_dir, sweep)

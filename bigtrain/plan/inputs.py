@@ -31,3 +31,14 @@ def recipe_args(recipe: str) -> list[str]:
     from pathlib import Path
 
     return ["--config", recipe] if Path(recipe).is_file() else ["--recipe", recipe]
+
+
+def device_count(value: Any) -> int:
+    """trainer.devices as a count (a list counts its entries; `auto` is what this machine has)."""
+    if isinstance(value, list):
+        return len(value)
+    if isinstance(value, int) or str(value).isdigit():
+        return max(int(value), 1)
+    import torch
+
+    return max(torch.cuda.device_count(), 1)
