@@ -90,4 +90,9 @@ def main(work: Path, case: str) -> str:
 
 
 if __name__ == "__main__":
-    print(main(Path(sys.argv[1]), sys.argv[2]))
+    try:
+        print(main(Path(sys.argv[1]), sys.argv[2]))
+    finally:
+        # Left to interpreter shutdown, gloo's threads can abort the process (as `bigtrain fit` avoids).
+        if dist.is_initialized():
+            dist.destroy_process_group()
