@@ -48,18 +48,20 @@ def from_squeue(user: str) -> list[Job] | None:
     return [Job(r[0], r[1], r[2], r[3], _run_dir("|".join(r[4:]))) for r in rows if len(r) >= 5]
 
 
-def from_sacct(user: str) -> list[Job] | None:
-    """Jobs in SLURM's accounting database (finished ones too), where accounting is enabled."""
+def from_sacct(user: str, days: int = 7) -> list[Job] | None:
+    """Jobs in SLURM's accounting database started in the last `days` days, where accounting is enabled."""
     fields = "JobID,JobName%200,State,Elapsed,Comment%1000"
-    rows = _query(["sacct", "-X", "-n", "-P", "-u", user, f"--format={fields}"])
+    # Without --starttime sacct shows only jobs since midnight.
+    window = f"--starttime=now-{int(days)}days"
+    rows = _query(["sacct", "-X", "-n", "-P", "-u", user, window, f"--format={fields}"])
     if rows is None:
         return None
     return [Job(r[0], r[1], r[2], r[3], _run_dir("|".join(r[4:]))) for r in rows if len(r) >= 5]
 
 
-def list_jobs(user: str) -> list[Job]:
+def list_jobs(user: str, days: int = 7) -> list[Job]:
     """bigtrain jobs of `user`, from sacct and squeue (squeue's view wins for jobs in both)."""
-    queued, accounted = from_squeue(user), from_sacct(user)
+    queued, accounted = from_squeue(user), from_sacct(user, days)
     if queued is None and accounted is None:
         raise UserError("neither squeue nor sacct answered: run `bigtrain jobs` on a SLURM login node")
     jobs = {job.job_id: job for job in (accounted or []) + (queued or [])}
