@@ -8,7 +8,7 @@ derive any per-sample randomness (augmentation, window jitter) from `sample_gene
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from itertools import islice
 from typing import Any
 
@@ -94,20 +94,38 @@ def sample_generator(
     return (generator or torch.Generator()).manual_seed(mixed % (2**63 - 1))
 
 
+class ReadBatch(Sequence):
+    """A batch read at once, seen as its samples: any collate function (torch's default, the user's own)
+    gets the list of samples it expects, while `pass_batch` takes the tensors as read, with no per-sample
+    work."""
+
+    def __init__(self, tensors: tuple[torch.Tensor, ...]) -> None:
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return tuple(t[i] for t in self.tensors)
+
+
 class BatchDataset(Dataset):
     """A dataset that reads a whole batch at once: `get_batch(indices)` returns the collated batch.
 
-    The DataLoader passes each batch's sampler values to `__getitems__` (torch's batched fetch), and the
-    loader made by `BigtrainDataModule.loader` hands the result on unchanged (`pass_batch`). `__getitem__`
-    is the one-sample view of the same batch, for code that reads samples one at a time.
+    The DataLoader passes each batch's sampler values to `__getitems__` (torch's batched fetch). The loader
+    made by `BigtrainDataModule.loader` takes the batch as read (`pass_batch`); a plain
+    `DataLoader(dataset, batch_size=...)` collates its samples as usual. `__getitem__` is the one-sample
+    view of the same batch, for code that reads samples one at a time.
     """
 
     def get_batch(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
         """The collated batch of these sampler values."""
         raise NotImplementedError
 
-    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
-        return self.get_batch(indices)
+    def __getitems__(self, indices: list[int]) -> ReadBatch:
+        return ReadBatch(self.get_batch(indices))
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
         return tuple(t[0] for t in self.get_batch([i]))
@@ -115,7 +133,7 @@ class BatchDataset(Dataset):
 
 def pass_batch(batch: Any) -> Any:
     """The collate function of a BatchDataset's loader: its batch is collated already."""
-    return batch
+    return batch.tensors if isinstance(batch, ReadBatch) else batch
 
 
 class BigtrainDataModule(LightningDataModule):
