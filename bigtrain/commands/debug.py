@@ -89,7 +89,9 @@ def parse(argv: list[str]) -> tuple[list[str], object, list[str]]:
     args.checks = tuple(c for c in CHECK_NAMES if c in checks)
     args.layout = parse_layout(args.simulate) if args.simulate is not None else None
     if args.layout and (args.trace or args.checks != CHECK_NAMES):
-        raise UserError("--simulate runs the layout checks instead of the one-device ones: leave out --checks and --trace")
+        raise UserError(
+            "--simulate runs the layout checks instead of the one-device ones: leave out --checks and --trace"
+        )
     from bigtrain.plan.inputs import recipe_args
 
     source = recipe_args(recipe) if recipe else ["--config", args.config]

@@ -32,11 +32,16 @@ def unit_names(net: nn.Module) -> list[str]:
     return [name for name, module in net.named_modules() if isinstance(module, FSDPModule)]
 
 
-def class_name(module: nn.Module) -> str:
-    """The module's own class name (`fully_shard` swaps in a subclass named `FSDP<name>`)."""
+def own_class(module: nn.Module) -> type:
+    """The module's own class (`fully_shard` swaps in a subclass named `FSDP<name>`)."""
     from torch.distributed.fsdp import FSDPModule
 
-    return next(c for c in type(module).__mro__ if not issubclass(c, FSDPModule)).__name__
+    return next(c for c in type(module).__mro__ if not issubclass(c, FSDPModule))
+
+
+def class_name(module: nn.Module) -> str:
+    """The name of the module's own class."""
+    return own_class(module).__name__
 
 
 def owner(param_name: str, units: list[str]) -> str:
@@ -76,10 +81,10 @@ def missed_blocks(net: nn.Module) -> list[tuple[str, str]]:
         if not isinstance(container, (nn.ModuleList, nn.Sequential)):
             continue
         items = list(container.named_children())
-        block_types = {type(m) for _, m in items if id(m) in planned}
+        block_types = {own_class(m) for _, m in items if id(m) in planned}
         for name, module in items:
             full = f"{prefix}.{name}" if prefix else name
-            if type(module) not in block_types or id(module) in planned or full in units:
+            if own_class(module) not in block_types or id(module) in planned or full in units:
                 continue
             params = [n for n, _ in module.named_parameters()]
             if params:
@@ -88,8 +93,8 @@ def missed_blocks(net: nn.Module) -> list[tuple[str, str]]:
 
 
 def tp_problems(net: nn.Module, tp: int) -> list[str]:
-    """One line per parameter the network's tensor-parallel plan would split along a dimension that
-    `tp` does not divide (its `tp_plan` styles: column-wise splits a Linear's outputs, row-wise its inputs)."""
+    """One line per parameter the network's tensor-parallel plan would split along a dimension that `tp`
+    does not divide (by its `tp_plan` styles: column-wise splits a Linear's outputs, row-wise its inputs)."""
     from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
 
     plan = net.tp_plan(1)  # degree 1 always builds: only which layers split, and how, is read from it
@@ -101,10 +106,13 @@ def tp_problems(net: nn.Module, tp: int) -> list[str]:
             for pname, dim in dims.items():
                 p = getattr(layer, pname, None)
                 if p is not None and p.shape[dim] % tp:
-                    shape = "x".join(str(s) for s in p.shape)
+                    shape, name = (
+                        "x".join(str(s) for s in p.shape),
+                        f"{_block_name(net, index)}.{path}.{pname}",
+                    )
                     problems.append(
-                        f"{_block_name(net, index)}.{path}.{pname} ({shape}): dim {dim} of size {p.shape[dim]} "
-                        f"does not divide by tensor_parallel_size {tp}"
+                        f"{name} ({shape}): dim {dim} of size {p.shape[dim]} does not divide by "
+                        f"tensor_parallel_size {tp}"
                     )
     return problems
 

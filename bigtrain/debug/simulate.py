@@ -17,7 +17,17 @@ from types import SimpleNamespace
 from typing import Any
 
 from bigtrain.debug.checks import Verdict
-from bigtrain.debug.shards import ROOT, Shard, class_name, missed_blocks, shards, size_text, tp_problems, unit_names, unit_summary
+from bigtrain.debug.shards import (
+    ROOT,
+    Shard,
+    class_name,
+    missed_blocks,
+    shards,
+    size_text,
+    tp_problems,
+    unit_names,
+    unit_summary,
+)
 from bigtrain.errors import UserError
 
 REAL_MAX_BYTES = 256 * 2**20
@@ -76,8 +86,8 @@ def simulate(source: list[str], args: Any, overrides: list[str]) -> int:
     net = _meta_network(model, datamodule)
     if tp > 1 and not callable(getattr(net, "tp_plan", None)):
         raise UserError(
-            f"--simulate {args.simulate}: {type(net).__name__} has no tensor-parallel plan (only the transformer "
-            f"family has one); simulate a data-parallel layout such as --simulate {dp * tp}"
+            f"--simulate {args.simulate}: {type(net).__name__} has no tensor-parallel plan (only the "
+            f"transformer family has one); simulate a data-parallel layout such as --simulate {dp * tp}"
         )
     params = sum(p.numel() for p in {id(p): p for p in net.parameters()}.values())
     device = "cpu" if params * 4 <= REAL_MAX_BYTES else "meta"
@@ -125,14 +135,19 @@ def _build(source: list[str], args: Any, overrides: list[str], config: dict) -> 
     small = shrink(config, tiny=args.tiny, keep_size=args.keep_size, gpu=False, user_keys=user_keys)
     knobs = ["--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
              "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]  # fmt: skip
-    cls = type("SimulateCLI", (DebugCLI,), {"options": Options(checks=(), steps=1), "run_subcommand": _no_run})
+    hooks = {
+        "options": Options(checks=(), steps=1),
+        "after_instantiate_classes": _no_run,
+        "run_subcommand": _no_run,
+    }
+    cls = type("SimulateCLI", (DebugCLI,), hooks)
     cli = build_cli("fit", [*source, *small.args, *knobs, *overrides], cls)
     cli.shrink_changes = small.changes
     return cli
 
 
-def _no_run(self: Any, subcommand: str) -> None:
-    """The simulation builds its own sharded copies of the module: the shrunk one is never fitted."""
+def _no_run(self: Any, *subcommand: str) -> None:
+    """Neither fitted nor checked for one device's memory: each simulated rank builds its own sharded copy."""
 
 
 def _fill_sizes(datamodule: Any) -> None:
@@ -165,8 +180,10 @@ def _tp_check(net: Any, tp: int) -> list[str]:
     return problems
 
 
-def _run_rank(model: Any, datamodule: Any, fsdp_args: dict, dp: int, tp: int, rank: int, device: str) -> RankRun:
-    """Rank `rank` of a fake DP x TP world: a fresh module, the real plan, its shards, forward and backward."""
+def _run_rank(
+    model: Any, datamodule: Any, fsdp_args: dict, dp: int, tp: int, rank: int, device: str
+) -> RankRun:
+    """Rank `rank` of a fake DP x TP world: a fresh module, the real plan, its shards, one step."""
     import torch
     from torch.distributed.device_mesh import init_device_mesh
 
@@ -226,7 +243,8 @@ def _forward_backward(net: Any, datamodule: Any) -> list[str]:
     x = net.example_input(ROWS_PER_RANK, shape, dtype)
     if x is None:
         raise ValueError("the DataModule gives no sample shape to build an input from")
-    x = torch.zeros_like(x) if dtype == torch.long else torch.randn_like(x)  # token 0 exists in any vocabulary
+    # Token 0 exists in any vocabulary; images get values a normalisation would give.
+    x = torch.zeros_like(x) if dtype == torch.long else torch.randn_like(x)
     net.example_loss(x).backward()
     bad = []
     for name, p in net.named_parameters():
@@ -237,7 +255,9 @@ def _forward_backward(net: Any, datamodule: Any) -> list[str]:
     return bad
 
 
-def _planned_bytes(model: Any, datamodule: Any, config: dict, fsdp_args: dict, dp: int, tp: int) -> int | None:
+def _planned_bytes(
+    model: Any, datamodule: Any, config: dict, fsdp_args: dict, dp: int, tp: int
+) -> int | None:
     """`bigtrain plan`'s parameter bytes per device for this FSDP layout, or None."""
     from bigtrain.plan.facts import model_facts
     from bigtrain.plan.memory import ParallelLayout, estimate, precision_of
@@ -264,9 +284,11 @@ def layout_verdict(dp: int, tp: int, config: dict) -> Verdict:
         split = split_batch(batch, DataParallel(dp, tp), micro)
     except UserError as err:
         return Verdict("layout", "FAIL", f"{head}: {err}", details)
-    accumulate = f" in {split.accumulation} micro-batches of {split.loader_batch}" if split.accumulation > 1 else ""
-    return Verdict("layout", "pass", f"{head}; data.batch_size {batch} -> {split.per_device} per data-parallel rank{accumulate}",
-                   details)  # fmt: skip
+    accumulate = ""
+    if split.accumulation > 1:
+        accumulate = f" in {split.accumulation} micro-batches of {split.loader_batch}"
+    share = f"data.batch_size {batch} -> {split.per_device} per data-parallel rank{accumulate}"
+    return Verdict("layout", "pass", f"{head}; {share}", details)
 
 
 def tp_verdict(problems: list[str], net: Any, tp: int) -> Verdict:
@@ -283,15 +305,19 @@ def shards_verdict(runs: list[RankRun], planned: int | None) -> Verdict:
     details = {"ranks": {str(r.rank): [asdict(s) for s in r.shards] for r in runs}}
     broken = [r for r in runs if r.error and not r.shards]
     if broken:
-        return Verdict("shards", "FAIL", f"rank {broken[0].rank}: the plan failed: {broken[0].error}", details)
+        first = broken[0]
+        return Verdict("shards", "FAIL", f"rank {first.rank}: the plan failed: {first.error}", details)
     missed = runs[0].missed
     if missed:
         block, unit = missed[0]
         n = len(missed)
-        more = f" ({n} blocks missed: {', '.join(b for b, _ in missed[:4])}{' ...' if n > 4 else ''})" if n > 1 else ""
-        return Verdict("shards", "FAIL",
-                       f"block {block} is not an FSDP unit: blocks() left it out, so its parameters sit in the "
-                       f"{unit} unit and are gathered whole at every step{more}", details)  # fmt: skip
+        names = ", ".join(b for b, _ in missed[:4]) + (" ..." if n > 4 else "")
+        more = f" ({n} blocks missed: {names})" if n > 1 else ""
+        text = (
+            f"block {block} is not an FSDP unit: blocks() left it out, so its parameters sit in the {unit} "
+            f"unit and are gathered whole at every step{more}"
+        )
+        return Verdict("shards", "FAIL", text, details)
     per_rank = "; ".join(f"rank {r.rank} {size_text(sum(s.bytes for s in r.shards))}" for r in runs)
     plan = f" (plan {size_text(planned)})" if planned is not None else ""
     units = unit_summary(runs[0].shards, runs[0].classes)
@@ -301,8 +327,10 @@ def shards_verdict(runs: list[RankRun], planned: int | None) -> Verdict:
 def fwdbwd_verdict(runs: list[RankRun], device: str, params: int) -> Verdict:
     """Whether one forward and backward ran on every simulated rank with a gradient for every shard."""
     if device == "meta":
-        why = (f"skip: {size_text(params * 4)} of fp32 parameters stay on the meta device (shapes only, nothing "
-               "allocated); --tiny runs the forward and backward")  # fmt: skip
+        why = (
+            f"{size_text(params * 4)} of fp32 parameters stay on the meta device (shapes only, nothing "
+            "allocated); --tiny runs the forward and backward"
+        )
         return Verdict("fwdbwd", "skip", why)
     failed = [r for r in runs if r.error and r.shards]
     if failed:
@@ -312,11 +340,12 @@ def fwdbwd_verdict(runs: list[RankRun], device: str, params: int) -> Verdict:
     bad = next((r for r in runs if r.no_grad), None)
     if bad is not None:
         names = ", ".join(bad.no_grad[:4]) + (" ..." if len(bad.no_grad) > 4 else "")
-        return Verdict("fwdbwd", "FAIL", f"rank {bad.rank}: no gradient shaped like its shard: {names}",
-                       {"no_grad": bad.no_grad})  # fmt: skip
+        text = f"rank {bad.rank}: no gradient shaped like its shard: {names}"
+        return Verdict("fwdbwd", "FAIL", text, {"no_grad": bad.no_grad})
     ranks = " and ".join(str(r.rank) for r in runs)
-    return Verdict("fwdbwd", "pass", f"forward and backward ran on rank{'s' if len(runs) > 1 else ''} {ranks}; "
-                   "every parameter got a gradient shaped like its shard")  # fmt: skip
+    plural = "s" if len(runs) > 1 else ""
+    text = f"forward and backward ran on rank{plural} {ranks}; every gradient is shaped like its shard"
+    return Verdict("fwdbwd", "pass", text)
 
 
 def _print_details(runs: list[RankRun]) -> None:

@@ -1,0 +1,134 @@
+"""`bigtrain debug RECIPE --simulate DPxTP`: the recipe's own FSDP plan over fake ranks in one process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch.distributed as dist
+
+from bigtrain.commands.debug import main, parse
+from bigtrain.errors import UserError
+from bigtrain.models.attached import attached_datamodule
+from bigtrain.models.config import fill_from_data, to_dict
+from bigtrain.models.transformer import GPTModule
+from bigtrain.models.transformer.model import GPT
+from bigtrain.strategies import parallelize
+
+GPT_1B = "transformer/gpt-1b-fsdp"
+
+
+class GPTMissingLastBlock(GPT):
+    """A sharding plan with a hole: blocks() leaves out the last transformer block."""
+
+    def blocks(self) -> list:
+        return list(self.h)[:-1]
+
+
+class MissedBlockGPT(GPTModule):
+    """GPTModule building the network above, as the family's configure_model builds GPT."""
+
+    def configure_model(self) -> None:
+        if self.net is not None:
+            return
+        fill_from_data(
+            self.cfg, attached_datamodule(self), {"vocab_size": "vocab_size", "block_size": "block_size"}
+        )
+        self.hparams["net"] = to_dict(self.cfg)
+        self.net = parallelize(self, lambda: GPTMissingLastBlock(self.cfg))
+
+
+def simulate(tmp_path: Path, monkeypatch, capsys, recipe: str, *args: str) -> tuple[int, str, dict]:
+    """Run `bigtrain debug RECIPE --tiny ARGS` in tmp_path: exit status, report, debug.json rows by check."""
+    monkeypatch.chdir(tmp_path)
+    code = main([recipe, "--tiny", *args])
+    out = capsys.readouterr().out
+    found = list(tmp_path.glob("runs/*/*/debug.json"))
+    assert len(found) == 1, out
+    assert not dist.is_initialized()  # the fake process group ended with the simulation
+    return code, out, {c["check"]: c for c in json.loads(found[0].read_text())["checks"]}
+
+
+def test_gpt_2x2_shards_match_the_data_and_tensor_parallel_arithmetic(tmp_path, monkeypatch, capsys):
+    code, out, rows = simulate(tmp_path, monkeypatch, capsys, GPT_1B, "--simulate", "2x2", "--details")
+    assert code == 0, out
+    assert [rows[c]["status"] for c in ("layout", "tp", "shards", "fwdbwd")] == ["pass"] * 4
+    assert "data.batch_size 512 -> 256 per data-parallel rank" in rows["layout"]["summary"]
+    assert "forward and backward ran on ranks 0 and 3; every gradient" in rows["fwdbwd"]["summary"]
+    for rank in ("0", "3"):
+        shards = {s["name"]: s for s in rows["shards"]["details"]["ranks"][rank]}
+        C = shards["wpe.weight"]["shape"][1]
+        assert shards["h.0.attn.q.weight"]["shape"] == [C, C]
+        assert shards["h.0.attn.q.weight"]["local"] == [C // 4, C]  # column-wise over TP 2, then DP 2
+        assert shards["h.0.attn.proj.weight"]["local"] == [C // 2, C // 2]  # row-wise over TP 2, then DP 2
+        assert shards["h.0.mlp.fc.weight"]["local"] == [4 * C // 4, C]
+        assert shards["h.0.ln_1.weight"]["local"] == [C // 2]  # replicated over TP, sharded over DP
+        assert shards["h.1.attn.q.weight"]["unit"] == "h.1" and shards["ln_f.weight"]["unit"] == "(root)"
+        assert all(s["bytes"] == 4 * _numel(s["local"]) for s in shards.values())
+    assert "h.0.attn.q.weight" in out and "16x64" in out  # --details prints each shard
+
+
+def _numel(shape: list[int]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def test_resnet152_over_4_data_parallel_ranks_passes(tmp_path, monkeypatch, capsys):
+    code, out, rows = simulate(tmp_path, monkeypatch, capsys, "cnn/resnet152-fsdp", "--simulate", "4")
+    assert code == 0, out
+    assert "data.batch_size 1024 -> 256 per data-parallel rank" in rows["layout"]["summary"]
+    shards = {s["name"]: s for s in rows["shards"]["details"]["ranks"]["3"]}
+    head = shards["head.weight"]
+    assert head["local"][0] == -(-head["shape"][0] // 4) or head["local"][0] == head["shape"][0] - 3 * -(
+        -head["shape"][0] // 4
+    )
+    assert rows["fwdbwd"]["status"] == "pass"
+
+
+def test_a_block_left_out_of_the_plan_is_named(tmp_path, monkeypatch, capsys):
+    code, out, rows = simulate(
+        tmp_path, monkeypatch, capsys, GPT_1B, "--simulate", "2", "--model",
+        "tests.debug.test_simulate.MissedBlockGPT",
+    )  # fmt: skip
+    assert code == 1
+    assert rows["shards"]["status"] == "FAIL"
+    assert "block h.1 is not an FSDP unit: blocks() left it out" in out
+    assert "sit in the (root) unit" in rows["shards"]["summary"]
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        ("1x3", "h.0.attn.q.weight (64x64): dim 0 of size 64 does not divide by tensor_parallel_size 3"),
+        ("1x4", "tensor_parallel_size 4 does not divide the 2 attention heads"),
+    ],
+)
+def test_tensor_parallel_that_does_not_divide_is_flagged(tmp_path, monkeypatch, capsys, layout, message):
+    code, out, rows = simulate(tmp_path, monkeypatch, capsys, GPT_1B, "--simulate", layout)
+    assert code == 1
+    assert rows["tp"]["status"] == "FAIL" and message in rows["tp"]["summary"]
+    assert rows["shards"]["status"] == "skip"
+
+
+@pytest.mark.parametrize("text", ["0", "x2", "3x", "axb", "2x2x2", "0x2", "2x0", " 2"])
+def test_a_malformed_layout_is_a_one_line_user_error(text):
+    with pytest.raises(UserError, match=r"--simulate: .* is not a layout DP or DPxTP") as err:
+        parse(["cnn/glyphs", "--simulate", text])
+    assert "\n" not in str(err.value) and repr(text) in str(err.value)
+
+
+def test_the_layout_is_parsed():
+    assert parse(["cnn/glyphs", "--simulate", "8"])[1].layout == (8, 1)
+    assert parse(["cnn/glyphs", "--simulate", "4x2"])[1].layout == (4, 2)
+    assert parse(["cnn/glyphs"])[1].layout is None
+
+
+def test_tensor_parallel_on_a_family_without_a_plan_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match=r"ResNet has no tensor-parallel plan") as err:
+        main(["cnn/resnet152-fsdp", "--tiny", "--simulate", "2x2"])
+    assert "\n" not in str(err.value)
+    assert not dist.is_initialized()
