@@ -101,7 +101,11 @@ def tp_problems(net: nn.Module, tp: int) -> list[str]:
     problems = []
     for index, block in enumerate(net.blocks()):
         for path, style in plan.items():
-            layer = block.get_submodule(path)
+            try:
+                layer = block.get_submodule(path)
+            except AttributeError:
+                problems.append(f"tp_plan() names {path!r}, which {_block_name(net, index)} does not have")
+                continue
             dims = _split_dims(layer, style, ColwiseParallel, RowwiseParallel)
             for pname, dim in dims.items():
                 p = getattr(layer, pname, None)

@@ -313,9 +313,10 @@ def shards_verdict(runs: list[RankRun], planned: int | None) -> Verdict:
         n = len(missed)
         names = ", ".join(b for b, _ in missed[:4]) + (" ..." if n > 4 else "")
         more = f" ({n} blocks missed: {names})" if n > 1 else ""
+        where = "the root unit" if unit == ROOT else f"unit {unit}"
         text = (
-            f"block {block} is not an FSDP unit: blocks() left it out, so its parameters sit in the {unit} "
-            f"unit and are gathered whole at every step{more}"
+            f"block {block} is not an FSDP unit: blocks() left it out, so its parameters sit in {where} and "
+            f"are gathered whole at every step{more}"
         )
         return Verdict("shards", "FAIL", text, details)
     per_rank = "; ".join(f"rank {r.rank} {size_text(sum(s.bytes for s in r.shards))}" for r in runs)

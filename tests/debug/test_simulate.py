@@ -88,6 +88,30 @@ def test_resnet152_over_4_data_parallel_ranks_passes(tmp_path, monkeypatch, caps
     assert rows["fwdbwd"]["status"] == "pass"
 
 
+def test_a_global_batch_that_does_not_split_over_the_layout_is_flagged(tmp_path, monkeypatch, capsys):
+    code, out, rows = simulate(tmp_path, monkeypatch, capsys, "cnn/resnet152-fsdp", "--simulate", "3")
+    assert code == 1
+    assert rows["layout"]["status"] == "FAIL"
+    assert "data.batch_size 1024 (the global batch) does not divide across 3 data-parallel ranks" in out
+    assert rows["shards"]["status"] == "pass"  # the sharding itself is still checked
+
+
+def test_the_recipe_at_its_own_size_is_sharded_on_the_meta_device(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = main([GPT_1B, "--simulate", "4x2"])
+    out = capsys.readouterr().out
+    rows = {
+        c["check"]: c for c in json.loads(next(tmp_path.glob("runs/*/*/debug.json")).read_text())["checks"]
+    }
+    assert code == 0, out
+    assert "sharded on meta" in out and rows["fwdbwd"]["status"] == "skip"
+    shards = {s["name"]: s for s in rows["shards"]["details"]["ranks"]["7"]}
+    assert shards["h.23.attn.q.weight"]["shape"] == [1792, 1792]
+    assert shards["h.23.attn.q.weight"]["local"] == [1792 // 8, 1792]
+    assert shards["h.23.attn.proj.weight"]["local"] == [1792 // 4, 1792 // 2]
+    assert not dist.is_initialized()
+
+
 def test_a_block_left_out_of_the_plan_is_named(tmp_path, monkeypatch, capsys):
     code, out, rows = simulate(
         tmp_path, monkeypatch, capsys, GPT_1B, "--simulate", "2", "--model",
@@ -96,7 +120,7 @@ def test_a_block_left_out_of_the_plan_is_named(tmp_path, monkeypatch, capsys):
     assert code == 1
     assert rows["shards"]["status"] == "FAIL"
     assert "block h.1 is not an FSDP unit: blocks() left it out" in out
-    assert "sit in the (root) unit" in rows["shards"]["summary"]
+    assert "its parameters sit in the root unit" in rows["shards"]["summary"]
 
 
 @pytest.mark.parametrize(
