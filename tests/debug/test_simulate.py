@@ -156,3 +156,16 @@ def test_tensor_parallel_on_a_family_without_a_plan_is_a_one_line_error(tmp_path
         main(["cnn/resnet152-fsdp", "--tiny", "--simulate", "2x2"])
     assert "\n" not in str(err.value)
     assert not dist.is_initialized()
+
+
+@pytest.mark.parametrize("extra", [["--checks", "grads"], ["--trace"]])
+def test_simulate_does_not_combine_with_the_one_device_checks(extra):
+    with pytest.raises(UserError, match=r"--simulate runs the layout checks instead of the one-device ones"):
+        parse(["cnn/glyphs", "--simulate", "2", *extra])
+
+
+def test_a_recipe_without_fsdp_is_simulated_with_fsdp_defaults(tmp_path, monkeypatch, capsys):
+    code, out, rows = simulate(tmp_path, monkeypatch, capsys, "transformer/builtin-char", "--simulate", "2")
+    assert code == 0, out
+    assert "the recipe's strategy 'auto' shards nothing: bigtrain's FSDP with its defaults instead" in out
+    assert rows["fwdbwd"]["status"] == "pass"
