@@ -70,6 +70,8 @@ class RankRun:
     """The plan or the forward/backward raised: the error's first line."""
     no_grad: list[str] = field(default_factory=list)
     ran: bool = False
+    blocks: int = 0
+    """How many blocks `blocks()` returned: the units sharded one by one."""
 
 
 def simulate(source: list[str], args: Any, overrides: list[str]) -> int:
@@ -209,6 +211,7 @@ def _run_rank(
             out.shards = shards(net)
             out.classes = {name or ROOT: class_name(net.get_submodule(name)) for name in unit_names(net)}
             out.missed = missed_blocks(net)
+            out.blocks = len(list(net.blocks()))
             if device != "meta":
                 out.no_grad = _forward_backward(net, datamodule)
                 out.ran = True
@@ -307,6 +310,9 @@ def shards_verdict(runs: list[RankRun], planned: int | None) -> Verdict:
     if broken:
         first = broken[0]
         return Verdict("shards", "FAIL", f"rank {first.rank}: the plan failed: {first.error}", details)
+    if runs[0].blocks == 0:
+        text = "blocks() returned no block: the whole network is one FSDP unit, gathered whole at every step"
+        return Verdict("shards", "FAIL", text, details)
     missed = runs[0].missed
     if missed:
         block, unit = missed[0]

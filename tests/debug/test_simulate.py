@@ -29,6 +29,8 @@ class GPTMissingLastBlock(GPT):
 class MissedBlockGPT(GPTModule):
     """GPTModule building the network above, as the family's configure_model builds GPT."""
 
+    network: type[GPT] = GPTMissingLastBlock
+
     def configure_model(self) -> None:
         if self.net is not None:
             return
@@ -36,7 +38,20 @@ class MissedBlockGPT(GPTModule):
             self.cfg, attached_datamodule(self), {"vocab_size": "vocab_size", "block_size": "block_size"}
         )
         self.hparams["net"] = to_dict(self.cfg)
-        self.net = parallelize(self, lambda: GPTMissingLastBlock(self.cfg))
+        self.net = parallelize(self, lambda: self.network(self.cfg))
+
+
+class GPTWithoutBlocks(GPT):
+    """A sharding plan that shards nothing one by one: blocks() returns no block."""
+
+    def blocks(self) -> list:
+        return []
+
+
+class NoBlocksGPT(MissedBlockGPT):
+    """GPTModule building the network above."""
+
+    network = GPTWithoutBlocks
 
 
 def simulate(tmp_path: Path, monkeypatch, capsys, recipe: str, *args: str) -> tuple[int, str, dict]:
@@ -121,6 +136,21 @@ def test_a_block_left_out_of_the_plan_is_named(tmp_path, monkeypatch, capsys):
     assert rows["shards"]["status"] == "FAIL"
     assert "block h.1 is not an FSDP unit: blocks() left it out" in out
     assert "its parameters sit in the root unit" in rows["shards"]["summary"]
+
+
+def test_a_plan_without_blocks_is_flagged(tmp_path, monkeypatch, capsys):
+    code, out, rows = simulate(
+        tmp_path,
+        monkeypatch,
+        capsys,
+        GPT_1B,
+        "--simulate",
+        "2",
+        "--model",
+        "tests.debug.test_simulate.NoBlocksGPT",
+    )
+    assert code == 1
+    assert "blocks() returned no block: the whole network is one FSDP unit" in rows["shards"]["summary"]
 
 
 @pytest.mark.parametrize(
