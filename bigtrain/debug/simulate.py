@@ -69,7 +69,6 @@ class RankRun:
     error: str | None = None
     """The plan or the forward/backward raised: the error's first line."""
     no_grad: list[str] = field(default_factory=list)
-    ran: bool = False
     blocks: int = 0
     """How many blocks `blocks()` returned: the units sharded one by one."""
 
@@ -124,6 +123,8 @@ def _fsdp_args(trainer: dict) -> tuple[dict, str]:
         args = dict(strategy.get("init_args") or {})
         return {k: v for k, v in args.items() if k not in ("data_parallel_size", "tensor_parallel_size")}, ""
     name = strategy.get("class_path") if isinstance(strategy, dict) else strategy
+    if name == "fsdp":  # the short name: FSDP with its defaults
+        return {}, ""
     return {}, f"the recipe's strategy {name!r} shards nothing: bigtrain's FSDP with its defaults instead"
 
 
@@ -214,7 +215,6 @@ def _run_rank(
             out.blocks = len(list(net.blocks()))
             if device != "meta":
                 out.no_grad = _forward_backward(net, datamodule)
-                out.ran = True
         except UserError:
             raise
         except Exception as err:  # the plan's or the network's own fault: a finding, not a crash of debug

@@ -199,3 +199,18 @@ def test_a_recipe_without_fsdp_is_simulated_with_fsdp_defaults(tmp_path, monkeyp
     assert code == 0, out
     assert "the recipe's strategy 'auto' shards nothing: bigtrain's FSDP with its defaults instead" in out
     assert rows["fwdbwd"]["status"] == "pass"
+
+
+def test_the_recipes_fsdp_settings_are_kept_and_its_layout_replaced():
+    from bigtrain.debug.simulate import _fsdp_args
+
+    fsdp = {
+        "class_path": "bigtrain.strategies.FSDP",
+        "init_args": {"mixed_precision": "bf16", "tensor_parallel_size": 2},
+    }
+    assert _fsdp_args({"strategy": fsdp}) == ({"mixed_precision": "bf16"}, "")
+    assert _fsdp_args({"strategy": "fsdp"}) == ({}, "")
+    assert _fsdp_args({"strategy": "ddp"}) == (
+        {},
+        "the recipe's strategy 'ddp' shards nothing: bigtrain's FSDP with its defaults instead",
+    )
