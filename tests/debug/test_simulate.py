@@ -71,6 +71,8 @@ def test_gpt_2x2_shards_match_the_data_and_tensor_parallel_arithmetic(tmp_path, 
     assert [rows[c]["status"] for c in ("layout", "tp", "shards", "fwdbwd")] == ["pass"] * 4
     assert "data.batch_size 512 -> 256 per data-parallel rank" in rows["layout"]["summary"]
     assert "forward and backward ran on ranks 0 and 3; every gradient" in rows["fwdbwd"]["summary"]
+    assert "units GPT (root) " in rows["shards"]["summary"] and "Block x2 " in rows["shards"]["summary"]
+    assert "sharded on cpu" in out
     for rank in ("0", "3"):
         shards = {s["name"]: s for s in rows["shards"]["details"]["ranks"][rank]}
         C = shards["wpe.weight"]["shape"][1]
@@ -120,6 +122,7 @@ def test_the_recipe_at_its_own_size_is_sharded_on_the_meta_device(tmp_path, monk
     }
     assert code == 0, out
     assert "sharded on meta" in out and rows["fwdbwd"]["status"] == "skip"
+    assert "4.1 GB of fp32 parameters stay on the meta device" in rows["fwdbwd"]["summary"]
     shards = {s["name"]: s for s in rows["shards"]["details"]["ranks"]["7"]}
     assert shards["h.23.attn.q.weight"]["shape"] == [1792, 1792]
     assert shards["h.23.attn.q.weight"]["local"] == [1792 // 8, 1792]
