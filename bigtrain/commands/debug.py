@@ -58,6 +58,11 @@ def parse_layout(text: str) -> tuple[int, int]:
             ">= 1), e.g. 8 or 4x2"
         )
     dp, tp = int(match[1]), int(match[2] or 1)
+    if dp * tp == 1:
+        raise UserError(
+            f"--simulate: {text!r} is one rank, where FSDP shards nothing; simulate 2 or more ranks, or drop "
+            "--simulate to check the recipe on one device"
+        )
     if dp * tp > MAX_SIMULATED_RANKS:
         raise UserError(f"--simulate: {text!r} is {dp * tp} ranks; simulate at most {MAX_SIMULATED_RANKS}")
     return dp, tp

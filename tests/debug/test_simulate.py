@@ -177,6 +177,12 @@ def test_a_malformed_layout_is_a_one_line_user_error(text):
     assert "\n" not in str(err.value) and repr(text) in str(err.value)
 
 
+@pytest.mark.parametrize("text", ["1", "1x1"])
+def test_a_single_rank_is_refused(text):
+    with pytest.raises(UserError, match=r"is one rank, where FSDP shards nothing"):
+        parse(["cnn/glyphs", "--simulate", text])
+
+
 def test_the_layout_is_parsed():
     assert parse(["cnn/glyphs", "--simulate", "8"])[1].layout == (8, 1)
     assert parse(["cnn/glyphs", "--simulate", "4x2"])[1].layout == (4, 2)
