@@ -187,6 +187,26 @@ def device_mesh(strategy: Any) -> Any | None:
     return getattr(strategy, "_device_mesh", None)
 
 
+def set_device_mesh(strategy: Any, mesh: Any) -> None:
+    """Give a ModelParallelStrategy a device mesh built elsewhere (`bigtrain debug --simulate`'s fake one)."""
+    # The strategy builds its mesh only in its own setup, from the launched ranks; there is no setter.
+    strategy._device_mesh = mesh
+
+
+def forget_device_meshes() -> None:
+    """Drop DTensor's caches of sharding decisions and redistribution plans, which hold device meshes.
+
+    They are keyed by a mesh's shape and dimension names, not by its process groups, so a mesh of a destroyed
+    process group (`bigtrain debug --simulate`'s fake ones) would answer for a new, equal mesh and name a
+    group that no longer exists. torch clears them only through functions it files under debugging.
+    """
+    from torch.distributed.tensor._redistribute import clear_redistribute_planner_cache
+    from torch.distributed.tensor.debug import _clear_sharding_prop_cache
+
+    _clear_sharding_prop_cache()
+    clear_redistribute_planner_cache()
+
+
 def connector_cluster_environment(trainer: Trainer) -> Any | None:
     """The cluster environment the Trainer chose (single-device strategies do not carry one)."""
     return getattr(trainer._accelerator_connector, "cluster_environment", None)

@@ -66,6 +66,9 @@ PRIVATE_NAMES: tuple[PrivateName, ...] = (
     PrivateName(_MODEL_PARALLEL, "_data_parallel_size", on_instance=True),
     PrivateName(_MODEL_PARALLEL, "_tensor_parallel_size", on_instance=True),
     PrivateName(_MODEL_PARALLEL, "_configure_launcher"),
+    # DTensor's caches keyed by device meshes, cleared when a simulated (fake) process group ends.
+    PrivateName("torch.distributed.tensor.debug", "_clear_sharding_prop_cache"),
+    PrivateName("torch.distributed.tensor._redistribute", "clear_redistribute_planner_cache"),
     PrivateName("lightning.fabric.strategies.launchers.subprocess_script", "_ChildProcessObserver"),
     PrivateName("lightning.fabric.strategies.launchers.subprocess_script:_ChildProcessObserver", "_run"),
     PrivateName("lightning.pytorch.core.optimizer", "_configure_optimizers"),

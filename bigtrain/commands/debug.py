@@ -36,7 +36,36 @@ def _parser() -> OneLineParser:
     parser.add_argument("--steps", type=int, default=50, help="steps on the fixed batch (default 50)")
     parser.add_argument("--trace", action="store_true", help="write a Chrome trace to RUN_DIR/trace.json")
     parser.add_argument("--details", action="store_true", help="also print module shapes, block norms, ops")
+    parser.add_argument(
+        "--simulate",
+        metavar="DPxTP",
+        help="instead of the checks, apply the recipe's FSDP sharding plan over DP data-parallel x TP "
+        "tensor-parallel fake ranks in this process (e.g. 8 or 4x2) and check the shards, forward, backward",
+    )
     return parser
+
+
+MAX_SIMULATED_RANKS = 65536
+"""More fake ranks than any cluster job runs: a larger count is a typing slip."""
+
+
+def parse_layout(text: str) -> tuple[int, int]:
+    """(data-parallel, tensor-parallel) ranks of `--simulate DP` or `--simulate DPxTP`."""
+    match = re.fullmatch(r"([1-9][0-9]{0,5})(?:x([1-9][0-9]{0,5}))?", text)
+    if match is None:
+        raise UserError(
+            f"--simulate: {text!r} is not a layout DP or DPxTP (data-parallel x tensor-parallel ranks, each "
+            ">= 1), e.g. 8 or 4x2"
+        )
+    dp, tp = int(match[1]), int(match[2] or 1)
+    if dp * tp == 1:
+        raise UserError(
+            f"--simulate: {text!r} is one rank, where FSDP shards nothing; simulate 2 or more ranks, or drop "
+            "--simulate to check the recipe on one device"
+        )
+    if dp * tp > MAX_SIMULATED_RANKS:
+        raise UserError(f"--simulate: {text!r} is {dp * tp} ranks; simulate at most {MAX_SIMULATED_RANKS}")
+    return dp, tp
 
 
 def parse(argv: list[str]) -> tuple[list[str], object, list[str]]:
@@ -63,6 +92,11 @@ def parse(argv: list[str]) -> tuple[list[str], object, list[str]]:
     if not checks:
         raise UserError(f"--checks needs at least one of {', '.join(CHECK_NAMES)}")
     args.checks = tuple(c for c in CHECK_NAMES if c in checks)
+    args.layout = parse_layout(args.simulate) if args.simulate is not None else None
+    if args.layout and (args.trace or args.checks != CHECK_NAMES):
+        raise UserError(
+            "--simulate runs the layout checks instead of the one-device ones: leave out --checks and --trace"
+        )
     from bigtrain.plan.inputs import recipe_args
 
     source = recipe_args(recipe) if recipe else ["--config", args.config]

@@ -30,6 +30,10 @@ def run(source: list[str], args: Any, overrides: list[str]) -> int:
 
 
 def _run(source: list[str], args: Any, overrides: list[str]) -> int:
+    if getattr(args, "layout", None):
+        from bigtrain.debug.simulate import simulate
+
+        return simulate(source, args, overrides)
     import torch
 
     from bigtrain.debug import report
