@@ -131,3 +131,33 @@ UNREACHED.update(
         for n in range(1, 17)
     }
 )
+
+# The sharding plan (strategies/parallelize.py).
+_PAR = "bigtrain.strategies.parallelize."
+_FALSY = "the default is only tested for truth: None and False are both falsy"
+EQUIVALENT.update({f"{_PAR}x_parallelize__mutmut_{n}": _FALSY for n in (16, 31, 51)})
+EQUIVALENT.update(
+    {
+        f"{_PAR}x_parallelize__mutmut_23": "`data_parallel(None)` is (1, 0) itself: the same, trainer or not",
+        f"{_PAR}x_parallelize__mutmut_27": "only the size is read (`dp_size, _ = ...`), not the rank",
+        f"{_PAR}x__fully_shard__mutmut_35": (
+            "the GAN's generator and discriminator hold no parameters outside their blocks (each its own "
+            "unit), and tensor parallel is the transformer's only, so their mesh is the whole world either "
+            "way: the unit's options apply to nothing"
+        ),
+    }
+)
+EQUIVALENT.update(
+    {
+        f"{_PAR}x__build__mutmut_{n}": (
+            "FSDP always sets `meta_init` and no other strategy has it, so the default is never what is read"
+        )
+        for n in (3, 6, 9, 12)
+    }
+)
+_OFFLOAD = (
+    "CPU offload on a CPU-only machine: the compute device is the CPU too, so where the shards live cannot "
+    "differ (tests/gpu covers offload, but calls fully_shard itself)"
+)
+UNREACHED.update({f"{_PAR}x__apply_fsdp__mutmut_{n}": _OFFLOAD for n in (29, 30)})
+UNREACHED.update({f"{_PAR}x__fully_shard__mutmut_{n}": _OFFLOAD for n in (9, 13)})

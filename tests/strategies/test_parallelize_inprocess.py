@@ -169,7 +169,7 @@ def dtypes_in_forward(module: nn.Module) -> dict[str, torch.dtype]:
 
 
 def test_cast_parameters_leave_each_batchnorm_its_own_fp32_unit(attach):
-    module = attach(FSDP(mixed_precision="bf16"), 2)
+    module = attach(FSDP(mixed_precision="bf16", reshard_after_forward=False), 2)
     net = parallelize(module, resnet)
     found = norms(net)
     blocks = {f"stages.{s}.0" for s in range(3)}
@@ -178,6 +178,8 @@ def test_cast_parameters_leave_each_batchnorm_its_own_fp32_unit(attach):
     seen = dtypes_in_forward(block)
     net(torch.randn(4, 1, 16, 16))
     assert seen["conv1.weight"] == torch.bfloat16 and seen["bn1.weight"] == torch.float32
+    # The BatchNorm units take the strategy's other options too: these stay gathered after forward.
+    assert not isinstance(block.bn1.weight, DTensor) and tuple(block.bn1.weight.shape) == (32,)
 
 
 def test_fp32_parameters_put_batchnorm_in_its_block(attach):
@@ -378,3 +380,41 @@ def test_meta_init_only_where_more_than_one_rank_shares_the_network(attach, meta
     strategy = FSDP(data_parallel_size=layout[0], tensor_parallel_size=layout[1], meta_init=meta_init)
     parallelize(attach(strategy, world), recording(gpt, built))
     assert built == (["meta"] if layout != (1, 1) and meta_init else ["cpu"])
+
+
+def test_a_strategy_of_lightning_s_own_gets_the_plain_network(attach):
+    from lightning.pytorch.strategies import DDPStrategy
+
+    net = parallelize(attach(DDPStrategy(), 2), resnet)  # no bigtrain options: Lightning's flags decide
+    assert not any(isinstance(m, SyncedBatchNorm) or is_compiled(m) for m in net.modules())
+    assert units(net) == set()
+
+
+def test_cpu_offload_materialises_the_shards_in_cpu_memory(attach):
+    net = parallelize(attach(FSDP(cpu_offload=True, meta_init=True), 2), gan)
+    conv = net.get_parameter("generator.project.conv.weight").to_local()
+    assert conv.device.type == "cpu" and 0.015 < conv.std().item() < 0.025
+
+
+def test_a_checkpointed_block_takes_its_input_by_keyword_too(attach):
+    torch.manual_seed(0)
+    plain = gpt().h[0]
+    torch.manual_seed(0)
+    net = parallelize(attach(FSDP(activation_checkpointing=True), 1), gpt)
+    x = torch.randn(2, 16, 64)
+    torch.testing.assert_close(net.h[0](x=x), plain(x), rtol=0, atol=0)
+
+
+class Constant(Stack):
+    """A network whose own `init_weights()` sets every parameter to 0.5 (not what reset_parameters does)."""
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Every parameter 0.5."""
+        for p in self.parameters():
+            p.fill_(0.5)
+
+
+def test_meta_init_uses_the_network_s_own_init_weights(attach):
+    net = parallelize(attach(FSDP(meta_init=True), 2), Constant)
+    assert all(torch.equal(p.to_local(), torch.full_like(p.to_local(), 0.5)) for p in net.parameters())
