@@ -68,8 +68,13 @@ def trainer(root: Path, *callbacks: Callback, **options) -> Trainer:
 
 def stop(fit: Trainer, capsys, module: nn.Module | None = None, **kwargs) -> tuple[object, str]:
     """Fit until the callback stops the run: (exit status, the last line on stderr)."""
-    with pytest.raises(SystemExit) as stopped:
-        fit.fit(module or Tiny(), **kwargs)
+    handlers = {s: signal.getsignal(s) for s in HANDLED}
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            fit.fit(module or Tiny(), **kwargs)
+    finally:  # the process would end here: no teardown gives the handlers back, so the test does
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
     return stopped.value.code, capsys.readouterr().err.strip().splitlines()[-1]
 
 
