@@ -64,7 +64,8 @@ TARGETS: dict[str, Target] = {
         ),
     ),
     "parallelize": Target(
-        "bigtrain/strategies/parallelize.py", ("tests/strategies/test_parallelize_inprocess.py",)
+        "bigtrain/strategies/parallelize.py",
+        ("tests/strategies/test_parallelize_inprocess.py", "tests/strategies/test_parallelize_options.py"),
     ),
 }
 """name -> module and tests. test_hostile_checkpoints.py is left out: its real fits take up to 100 s a test
