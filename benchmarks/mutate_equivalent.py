@@ -131,3 +131,100 @@ UNREACHED.update(
         for n in range(1, 17)
     }
 )
+
+# The sharding plan (strategies/parallelize.py).
+_PAR = "bigtrain.strategies.parallelize."
+_FALSY = "the default is only tested for truth: None and False are both falsy"
+EQUIVALENT.update({f"{_PAR}x_parallelize__mutmut_{n}": _FALSY for n in (16, 31, 51)})
+EQUIVALENT.update(
+    {
+        f"{_PAR}x_parallelize__mutmut_23": "`data_parallel(None)` is (1, 0) itself: the same, trainer or not",
+        f"{_PAR}x_parallelize__mutmut_27": "only the size is read (`dp_size, _ = ...`), not the rank",
+        f"{_PAR}x__fully_shard__mutmut_35": (
+            "the GAN's generator and discriminator hold no parameters outside their blocks (each its own "
+            "unit), and tensor parallel is the transformer's only, so their mesh is the whole world either "
+            "way: the unit's options apply to nothing"
+        ),
+    }
+)
+EQUIVALENT.update(
+    {
+        f"{_PAR}x__build__mutmut_{n}": (
+            "FSDP always sets `meta_init` and no other strategy has it, so the default is never what is read"
+        )
+        for n in (3, 6, 9, 12)
+    }
+)
+_OFFLOAD = (
+    "CPU offload on a CPU-only machine: the compute device is the CPU too, so where the shards live cannot "
+    "differ (tests/gpu covers offload, but calls fully_shard itself)"
+)
+UNREACHED.update({f"{_PAR}x__apply_fsdp__mutmut_{n}": _OFFLOAD for n in (29, 30)})
+UNREACHED.update({f"{_PAR}x__fully_shard__mutmut_{n}": _OFFLOAD for n in (9, 13)})
+
+# Preemption (callbacks/preemption.py).
+_PRE = "bigtrain.callbacks.preemption."
+_PRE_CLS = f"{_PRE}xǁPreemptionǁ"
+EQUIVALENT.update(
+    {
+        f"{_PRE}x_requeue__mutmut_{n}": "`subprocess.run`'s check is False by default, and None is falsy"
+        for n in (17, 22)
+    }
+)
+EQUIVALENT.update(
+    {
+        f"{_PRE}x_requeue__mutmut_27": (
+            "61 s instead of 60: nothing promises the exact limit, only that there is one "
+            "(test_a_hung_scontrol_is_given_up_on)"
+        ),
+        f"{_PRE_CLS}__init____mutmut_5": (
+            "setup() sets `_previous` before any teardown: Lightning calls a callback's teardown only after "
+            "its setup (a failed fit runs on_exception, not teardown)"
+        ),
+        f"{_PRE_CLS}teardown__mutmut_8": "setup() sets `_previous` again before the next teardown",
+        f"{_PRE_CLS}_agree__mutmut_19": "Lightning upper-cases the op's name: 'MAX' and 'max' are one op",
+        f"{_PRE_CLS}_preempt__mutmut_18": "torch's broadcast_object_list takes src None as rank 0",
+        f"{_PRE_CLS}_preempt__mutmut_20": "Lightning's broadcast takes src 0 by default",
+    }
+)
+EQUIVALENT.update(
+    {
+        f"{_PRE_CLS}__init____mutmut_{n}": "on_train_start sets `_last_step` before the first batch ends"
+        for n in (6, 7, 8)
+    }
+)
+EQUIVALENT.update(
+    {
+        f"{_PRE_CLS}setup__mutmut_{n}": (
+            "Lightning's accelerator connector holds the strategy's own environment object (it sets one "
+            "from the other), so the fallback finds the same SLURMEnvironment"
+        )
+        for n in (1, 2, 7, 8)
+    }
+)
+EQUIVALENT.update(
+    {
+        f"{_PRE_CLS}_preempt__mutmut_{n}": (
+            "sys.stderr is line-buffered (Python >= 3.9) and the line ends in a newline: it is written at "
+            "once, flushed or not"
+        )
+        for n in (42, 45, 46)
+    }
+)
+_TWO_RANKS = (
+    "the vote itself: the fake process group returns each number unchanged, so only two real ranks (the "
+    "distributed test in tests/cluster, which mutmut cannot trace) tell apart who combines what"
+)
+UNREACHED.update({f"{_PRE_CLS}_agree__mutmut_{n}": _TWO_RANKS for n in (1, 2, 17)})
+UNREACHED.update(
+    {
+        f"{_PRE_CLS}_agree__mutmut_{n}": (
+            "where the vote's tensor lives: on a CPU-only machine the root device is the CPU"
+        )
+        for n in (7, 9)
+    }
+)
+UNREACHED[f"{_PRE_CLS}teardown__mutmut_6"] = (
+    "`signal.getsignal` gives None only for a handler C code installed before Python started; a test "
+    "process cannot have one"
+)

@@ -33,6 +33,15 @@ PLANTED: dict[str, Plant] = {
         "    plan = net.tp_plan(tp_mesh.size())\n    for block in list(_blocks(net))[:-1]:",
         ("tests/distributed/test_memory.py",),
     ),
+    "tensor parallel skips the last block (in one process)": Plant(
+        "bigtrain/strategies/parallelize.py",
+        "    plan = net.tp_plan(tp_mesh.size())\n    for block in _blocks(net):",
+        "    plan = net.tp_plan(tp_mesh.size())\n    for block in list(_blocks(net))[:-1]:",
+        (
+            "tests/strategies/test_parallelize_inprocess.py"
+            "::test_tensor_parallel_splits_every_block_and_fsdp_shards_over_data_parallel_only",
+        ),
+    ),
     "strategy auto never asks the planner": Plant(
         "bigtrain/strategies/resolve.py",
         "    if model is None or plannable_network(model, datamodule) is None:",

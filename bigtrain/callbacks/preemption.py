@@ -109,13 +109,16 @@ class Preemption(Callback):
             environment = connector_cluster_environment(trainer)
         if isinstance(environment, SLURMEnvironment):
             environment.auto_requeue = False
+        # Noted here, before Lightning installs its own: it puts the originals back before `teardown` runs,
+        # so handlers noted at train start would be Lightning's, and teardown would leave its SIGTERM
+        # handler (which ignores the signal) in place after training.
+        self._previous = {signum: signal.getsignal(signum) for signum in self._signals()}
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Install the handlers (after Lightning installed its own, so these replace them)."""
         self.received = None
         self._last_step = trainer.global_step
         for signum in self._signals():
-            self._previous[signum] = signal.getsignal(signum)
             signal.signal(signum, self._record)
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:

@@ -94,7 +94,10 @@ def test_sigterm_outside_slurm_is_an_interrupt(tmp_path, monkeypatch, capsys):
 
 def test_a_second_ctrl_c_aborts_at_once():
     callback = Preemption()
-    callback._record(signal.SIGINT, None)  # the first only asks for a stop at the step's end
+    try:
+        callback._record(signal.SIGINT, None)  # the first only asks for a stop at the step's end
+    except KeyboardInterrupt:  # escaping, it would end the whole test session instead of failing here
+        pytest.fail("the first Ctrl-C aborted at once")
     assert callback.received == signal.SIGINT
     with pytest.raises(KeyboardInterrupt):
         callback._record(signal.SIGINT, None)
