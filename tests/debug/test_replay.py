@@ -1,0 +1,180 @@
+"""`bigtrain debug --from RUN --step K --rank R`: a 2-rank FSDP run (gloo, CPU) whose rank 1 meets a poisoned
+sample at step K+1, replayed from its sharded checkpoint of step K in this one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import DistributedSampler
+
+from bigtrain.checkpoints.manifest import build_manifest, write_manifest
+from bigtrain.commands.debug import main
+from bigtrain.data import ImageDataModule
+from bigtrain.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[2]
+K = 2
+"""The checkpoint's step; the poisoned sample is in rank 1's batch of step K+1."""
+TRAIN, GLOBAL, RANKS = 64, 8, 2
+"""80 glyphs less a validation fifth; a global batch of 8 is 4 rows a rank."""
+
+
+class PoisonedImages(ImageDataModule):
+    """The glyphs with one NaN pixel in the training image at dataset index `poison`."""
+
+    def __init__(self, poison: int = -1, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.poison = poison
+
+    def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
+        train = self.train_set
+        if train.x.dtype == torch.uint8:
+            train.x = train.x.float() / 255.0  # the same images; only a float tensor can hold a NaN
+        train.x[self.poison, 0, 0, 0] = float("nan")
+
+
+def batch_of(rank: int, step: int) -> list[int]:
+    """Dataset indices a rank takes at 1-based `step` of epoch 0, by torch's own sampler arithmetic."""
+    rows = GLOBAL // RANKS
+    order = list(DistributedSampler(range(TRAIN), RANKS, rank, shuffle=True, seed=0, drop_last=True))
+    return order[(step - 1) * rows : step * rows]
+
+
+POISON = batch_of(1, K + 1)[1]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """The 2-rank FSDP run: a sharded checkpoint every K steps, stopped by the NaN of step K+1."""
+    sys.path.insert(0, str(ROOT / "tests" / "distributed"))
+    from dist_helpers import launch, wait
+
+    root = tmp_path_factory.mktemp("replay")
+    args = [
+        "--recipe", "cnn/glyphs", "--data", f"{__name__}.PoisonedImages", "--data.poison", str(POISON),
+        "--data.num_samples", "80", "--data.batch_size", str(GLOBAL), "--model.net.preset", "tiny",
+        "--trainer.accelerator", "cpu", "--trainer.limit_val_batches", "0",
+        "--trainer.num_sanity_val_steps", "0", "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false", "--trainer.logger", "false",
+        "--trainer.strategy", "fsdp", "--trainer.devices", str(RANKS), "--trainer.max_steps", str(K + 2),
+        "--checkpoint.every_n_steps", str(K), "--checkpoint.keep_last", "5", "--run_dir", str(root / "run"),
+    ]  # fmt: skip
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("PYTHONPATH", path)  # the ranks import this module's DataModule
+        wait(launch({"poisoned": args}, RANKS, root), root, RANKS)
+    return root / "run"
+
+
+def replay(run: Path, tmp_path: Path, monkeypatch, capsys, *args: str) -> tuple[int, str, dict]:
+    monkeypatch.chdir(tmp_path)
+    code = main(["--from", str(run), *args])
+    out = capsys.readouterr().out
+    (found,) = tmp_path.glob("runs/*/*/debug.json")
+    return code, out, json.loads(found.read_text())
+
+
+def rows(report: dict) -> dict[str, dict]:
+    return {c["check"]: c for c in report["checks"]}
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_replay_names_the_module_and_the_poisoned_sample_of_rank_1(run, tmp_path, monkeypatch, capsys):
+    assert POISON not in batch_of(0, K + 1)
+    code, out, report = replay(run, tmp_path, monkeypatch, capsys, "--step", str(K), "--rank", "1")
+    assert code == 1, out
+    # The guard's "last good state" of step K is the newest: it has handed out (not taken) step K+1's batch.
+    assert f"checkpoint nonfinite-step={K + 1}.ckpt (step {K}, sharded) of a run on 2 rank(s)" in out
+    checks = rows(report)
+    assert checks["samples"]["details"]["samples"] == batch_of(1, K + 1)
+    assert checks["samples"]["details"]["nonfinite_input_samples"] == [POISON]
+    assert checks["samples"]["details"]["nonfinite_output_samples"] == [POISON]
+    assert checks["nan"]["status"] == "FAIL"
+    assert checks["nan"]["details"]["forward"]["module"] == "net.stem.0"
+    assert f"step {K + 1}: net.stem.0 (Conv) output non-finite" in out
+    assert f"NaN/Inf inputs in sample(s) {POISON} (batch row(s) 1)" in out
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_rank_0_at_the_same_step_passes(run, tmp_path, monkeypatch, capsys):
+    periodic = tmp_path / "periodic"  # without the guard's checkpoint: the one saved after step K
+    shutil.copytree(run, periodic, symlinks=True)
+    for path in (periodic / "checkpoints").glob("nonfinite-*"):
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    code, out, report = replay(periodic, tmp_path, monkeypatch, capsys, "--step", str(K), "--rank", "0")
+    assert code == 0, out
+    assert f"checkpoint epoch=0-step={K}.ckpt (step {K}, sharded) of a run on 2 rank(s)" in out
+    checks = rows(report)
+    assert checks["samples"]["details"]["samples"] == batch_of(0, K + 1)
+    assert {c["status"] for c in report["checks"]} == {"pass"}
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--step", str(K), "--rank", "2"], "--rank 2 is not a rank of this run: it ran on 2 rank(s), 0..1"),
+        (["--step", str(K - 1)], f"has no checkpoint at or before step {K - 1} (its checkpoints are at step"),
+        (["--step", str(K + 2)], f"--step {K + 2} is beyond the run: it trains {K + 2} steps"),
+    ],
+)
+def test_a_step_or_rank_the_run_does_not_have_is_one_line(run, args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(
+        UserError, match=f"^{_escape(message)}" if message.startswith("--") else _escape(message)
+    ):
+        main(["--from", str(run), *args])
+
+
+def test_a_folder_that_is_not_a_run_is_one_line(tmp_path):
+    with pytest.raises(
+        UserError, match="is not a run directory of `bigtrain fit` \\(no config.yaml in it\\)"
+    ):
+        main(["--from", str(tmp_path)])
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_a_broken_or_hostile_checkpoint_is_refused_in_one_line(run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, symlinks=True)
+    folders = [p for p in (copy / "checkpoints").glob("*.ckpt") if p.is_dir() and not p.is_symlink()]
+    for sharded in folders:
+        shard = next(sharded.glob("*.distcp"))
+        shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.raises(UserError, match="is broken \\(.*distcp has 100 bytes, the manifest says"):
+        main(["--from", str(copy), "--step", str(K)])
+
+    shutil.rmtree(copy)
+    shutil.copytree(run, copy, symlinks=True)
+    for sharded in folders:
+        (sharded / "meta.pt").write_bytes(pickle.dumps(_Evil(), protocol=2))
+        write_manifest(sharded, build_manifest(sharded, step=K, epoch=0))  # the attacker rewrites it too
+    with pytest.raises(
+        UserError, match="needs arbitrary code to load \\(GLOBAL .*system\\); bigtrain refuses"
+    ):
+        main(["--from", str(copy), "--step", str(K)])
+    assert not (tmp_path / "pwned").exists()
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def _escape(text: str) -> str:
+    import re
+
+    return re.escape(text)
