@@ -122,7 +122,7 @@ class ReplayCLI(DebugCLI):
 
 
 def build_argv(
-    config_file: Path, trainer: dict[str, Any], accumulation: int, gpu: bool
+    config_file: Path, name: str, trainer: dict[str, Any], accumulation: int, gpu: bool
 ) -> tuple[list[str], list[str]]:
     """The command line that builds the run's classes for one device, and one line per setting changed."""
     from bigtrain.run_names import fresh_run_dir
@@ -142,7 +142,7 @@ def build_argv(
         "limit_train_batches": "null",
     }  # fmt: skip
     args += [x for k, v in knobs.items() for x in (f"--trainer.{k}", str(v))]
-    run_dir = fresh_run_dir(f"{config_file.parent.name}-replay").absolute()
+    run_dir = fresh_run_dir(f"{name}-replay")  # a new debug run; the replayed run stays as it is
     args += ["--run_dir", str(run_dir), "--ckpt_path", "null"]
     return ["--config", str(config_file), *args], changes
 
@@ -220,14 +220,16 @@ def replay(run_dir: str, step: int | None, rank: int, *, details: bool = False) 
     ranks = run_ranks(trainer, checkpoint, rank)
     accumulation = _accumulation(config, ranks)
     plan = Replay(checkpoint, path, saved, step, ranks, accumulation, trainer.get("limit_train_batches"))
-    argv, changes = build_argv(config_file, trainer, accumulation, torch.cuda.is_available())
+    name = str(config.get("recipe_name") or config_file.parent.name)
+    argv, changes = build_argv(config_file, name, trainer, accumulation, torch.cuda.is_available())
     options = Options(checks=CHECKS, steps=1)
     cli = build_cli("fit", argv, type("ReplayCLI", (ReplayCLI,), {"options": options, "replay": plan}))
     if cli.probe.seen.nonfinite is not None:
         cli.probe.seen.nonfinite["step"] = step + 1  # the probe counts this run's own steps from 0
     rows = [*verdicts(cli, options), sample_verdict(cli)]
     losses = cli.probe.seen.losses
-    loss = f"loss {losses[0]:.4g}" if losses else "no loss"
+    loss = "loss " + ", ".join(f"{x:.4g}" for x in losses) if losses else "no loss"
+    loss += f" ({len(losses)} micro-batches)" if len(losses) > 1 else ""
     where = getattr(cli, "where", {})
     lines = [
         f"checkpoint {path.name} (step {saved}{', sharded' if path.is_dir() else ''}) of a run on "

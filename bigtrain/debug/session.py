@@ -215,7 +215,7 @@ def verdicts(cli: DebugCLI, options: Options) -> list[Verdict]:
     if stopped:
         rows = [_skipped(r, ("data",), "not run: the data check failed") for r in rows]
     elif seen.anomaly:
-        why = "not run: step 0's backward made NaN/Inf (see nan)"
+        why = "not run: the first step's backward made NaN/Inf (see nan)"
         rows = [_skipped(r, ("data", "shapes", "nan"), why) for r in rows]
     if cli.error and not seen.anomaly:
         rows.append(Verdict("run", "FAIL", cli.error))

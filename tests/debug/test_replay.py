@@ -38,7 +38,8 @@ class PoisonedImages(ImageDataModule):
         train = self.train_set
         if train.x.dtype == torch.uint8:
             train.x = train.x.float() / 255.0  # the same images; only a float tensor can hold a NaN
-        train.x[self.poison, 0, 0, 0] = float("nan")
+        if self.poison >= 0:
+            train.x[self.poison, 0, 0, 0] = float("nan")
 
 
 def batch_of(rank: int, step: int) -> list[int]:
@@ -51,27 +52,41 @@ def batch_of(rank: int, step: int) -> list[int]:
 POISON = batch_of(1, K + 1)[1]
 
 
+def _fit(root: Path, name: str, strategy: str, *extra: str) -> list[str]:
+    return [
+        "--recipe", "cnn/glyphs", "--data.num_samples", "80", "--data.batch_size", str(GLOBAL),
+        "--model.net.preset", "tiny", "--trainer.accelerator", "cpu", "--trainer.limit_val_batches", "0",
+        "--trainer.num_sanity_val_steps", "0", "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false", "--trainer.logger", "false",
+        "--trainer.strategy", strategy, "--trainer.devices", str(RANKS), "--trainer.max_steps", str(K + 2),
+        "--checkpoint.every_n_steps", str(K), "--checkpoint.keep_last", "5", "--run_dir", str(root / name),
+        *extra,
+    ]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    """The 2-rank FSDP run: a sharded checkpoint every K steps, stopped by the NaN of step K+1."""
+def runs(tmp_path_factory) -> Path:
+    """One 2-rank launch: FSDP with a sharded checkpoint every K steps, stopped by the NaN of step K+1
+    (`poisoned`); DDP in micro-batches of 2 with a checkpoint file every K steps (`ddp`)."""
     sys.path.insert(0, str(ROOT / "tests" / "distributed"))
     from dist_helpers import launch, wait
 
     root = tmp_path_factory.mktemp("replay")
-    args = [
-        "--recipe", "cnn/glyphs", "--data", f"{__name__}.PoisonedImages", "--data.poison", str(POISON),
-        "--data.num_samples", "80", "--data.batch_size", str(GLOBAL), "--model.net.preset", "tiny",
-        "--trainer.accelerator", "cpu", "--trainer.limit_val_batches", "0",
-        "--trainer.num_sanity_val_steps", "0", "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false", "--trainer.logger", "false",
-        "--trainer.strategy", "fsdp", "--trainer.devices", str(RANKS), "--trainer.max_steps", str(K + 2),
-        "--checkpoint.every_n_steps", str(K), "--checkpoint.keep_last", "5", "--run_dir", str(root / "run"),
-    ]  # fmt: skip
+    poison = ["--data", f"{__name__}.PoisonedImages", "--data.poison", str(POISON)]
+    spec = {
+        "poisoned": _fit(root, "poisoned", "fsdp", *poison),
+        "ddp": _fit(root, "ddp", "ddp", "--data.micro_batch_size", "2"),
+    }
     path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
     with pytest.MonkeyPatch.context() as env:
         env.setenv("PYTHONPATH", path)  # the ranks import this module's DataModule
-        wait(launch({"poisoned": args}, RANKS, root), root, RANKS)
-    return root / "run"
+        wait(launch(spec, RANKS, root), root, RANKS)
+    return root
+
+
+@pytest.fixture
+def run(runs) -> Path:
+    return runs / "poisoned"
 
 
 def replay(run: Path, tmp_path: Path, monkeypatch, capsys, *args: str) -> tuple[int, str, dict]:
@@ -92,6 +107,7 @@ def test_replay_names_the_module_and_the_poisoned_sample_of_rank_1(run, tmp_path
     assert POISON not in batch_of(0, K + 1)
     code, out, report = replay(run, tmp_path, monkeypatch, capsys, "--step", str(K), "--rank", "1")
     assert code == 1, out
+    assert (run / "error.txt").read_text().startswith(f"non-finite loss at step {K + 1};")  # the run's own
     # The guard's "last good state" of step K is the newest: it has handed out (not taken) step K+1's batch.
     assert f"checkpoint nonfinite-step={K + 1}.ckpt (step {K}, sharded) of a run on 2 rank(s)" in out
     checks = rows(report)
@@ -111,12 +127,25 @@ def test_rank_0_at_the_same_step_passes(run, tmp_path, monkeypatch, capsys):
     shutil.copytree(run, periodic, symlinks=True)
     for path in (periodic / "checkpoints").glob("nonfinite-*"):
         shutil.rmtree(path) if path.is_dir() else path.unlink()
-    code, out, report = replay(periodic, tmp_path, monkeypatch, capsys, "--step", str(K), "--rank", "0")
+    code, out, report = replay(periodic, tmp_path, monkeypatch, capsys, "--rank", "0")  # the newest: K
     assert code == 0, out
     assert f"checkpoint epoch=0-step={K}.ckpt (step {K}, sharded) of a run on 2 rank(s)" in out
     checks = rows(report)
     assert checks["samples"]["details"]["samples"] == batch_of(0, K + 1)
     assert {c["status"] for c in report["checks"]} == {"pass"}
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_a_ddp_step_in_micro_batches_after_the_checkpoint(runs, tmp_path, monkeypatch, capsys):
+    code, out, report = replay(
+        runs / "ddp", tmp_path, monkeypatch, capsys, "--step", str(K + 1), "--rank", "1"
+    )
+    assert code == 0, out
+    assert f"checkpoint epoch=0-step={K}.ckpt (step {K}) of a run on 2 rank(s)" in out
+    assert f"weights of step {K}: the 1 step(s) after it are not re-trained" in out
+    assert "(2 micro-batches)" in out
+    assert rows(report)["samples"]["details"]["samples"] == batch_of(1, K + 2)
 
 
 @pytest.mark.slow
