@@ -20,6 +20,7 @@ from bigtrain.debug.checks import (
     shapes_verdict,
     speed_verdict,
 )
+from bigtrain.debug.overlap import train_val_overlap
 from bigtrain.debug.probe import WARMUP_STEPS, DebugProbe
 from bigtrain.debug.tensors import batch_problems
 from bigtrain.errors import UserError
@@ -119,6 +120,8 @@ class DebugCLI(BigtrainCLI):
             batches, seconds = self.read_batches(original)
             rows, problems = batch_problems(batches[0], datamodule)
             self.data = {"rows": rows, "problems": problems, "seconds": seconds}
+            if "data" in self.options.checks:
+                self.data["overlap"] = train_val_overlap(datamodule)
             if any("outside" in p for p in problems):
                 raise _Stop(problems[0])
             return Steps(batches) if self.one_step else Repeat(batches[0], steps)
