@@ -157,7 +157,11 @@ def sample_verdict(cli: ReplayCLI) -> Verdict:
     """Which samples of the batch carry NaN/Inf inputs, and whose rows of the first non-finite module output
     are non-finite; pass when neither."""
     samples = getattr(cli, "samples", [])
-    details: dict[str, Any] = {"samples": samples, **getattr(cli, "where", {})}
+    details: dict[str, Any] = {
+        "samples": samples,
+        **getattr(cli, "where", {}),
+        "losses": losses(cli),
+    }
     rows = details.get("rows_per_batch") or len(samples) or 1
     inputs = [j * rows + r for j, b in enumerate(getattr(cli, "batches", [])) for r in _nonfinite_rows(b)]
     found = cli.probe.seen.nonfinite
@@ -184,6 +188,11 @@ def sample_verdict(cli: ReplayCLI) -> Verdict:
     return Verdict("samples", "FAIL", "; ".join(parts), details)
 
 
+def losses(cli: ReplayCLI) -> list[float]:
+    """Each micro-batch's loss as training_step returned it (the probe sees it over the accumulation)."""
+    return [x * cli.replay.accumulation for x in cli.probe.seen.losses]
+
+
 def _nonfinite_rows(batch: Any) -> list[int]:
     """Rows (samples) of a batch whose floating-point tensors hold a NaN/Inf."""
     bad: set[int] = set()
@@ -204,9 +213,10 @@ def replay(run_dir: str, step: int | None, rank: int, *, details: bool = False) 
     from bigtrain.checkpoints.load import load_checkpoint
     from bigtrain.config_files import check_config_files
     from bigtrain.debug import report
-    from bigtrain.debug.replay_state import check_step, pick_checkpoint, run_config, run_ranks
+    from bigtrain.debug.replay_state import check_step, pick_checkpoint, run_config, run_ranks, synced_norm
     from bigtrain.debug.session import Options, verdicts
     from bigtrain.lightning_cli import build_cli
+    from bigtrain.lightning_compat import BatchNormBase
 
     config_file, config = run_config(run_dir)
     trainer = config["trainer"]
@@ -227,9 +237,9 @@ def replay(run_dir: str, step: int | None, rank: int, *, details: bool = False) 
     if cli.probe.seen.nonfinite is not None:
         cli.probe.seen.nonfinite["step"] = step + 1  # the probe counts this run's own steps from 0
     rows = [*verdicts(cli, options), sample_verdict(cli)]
-    losses = cli.probe.seen.losses
-    loss = "loss " + ", ".join(f"{x:.4g}" for x in losses) if losses else "no loss"
-    loss += f" ({len(losses)} micro-batches)" if len(losses) > 1 else ""
+    seen = losses(cli)
+    loss = "loss " + ", ".join(f"{x:.4g}" for x in seen) if seen else "no loss"
+    loss += f" ({len(seen)} micro-batches)" if len(seen) > 1 else ""
     where = getattr(cli, "where", {})
     lines = [
         f"checkpoint {path.name} (step {saved}{', sharded' if path.is_dir() else ''}) of a run on "
@@ -240,6 +250,11 @@ def replay(run_dir: str, step: int | None, rank: int, *, details: bool = False) 
     ]
     if saved < step:
         lines.append(f"weights of step {saved}: the {step - saved} step(s) after it are not re-trained")
+    if synced_norm(trainer, ranks.layout) and any(isinstance(m, BatchNormBase) for m in cli.model.modules()):
+        lines.append(
+            f"BatchNorm normalised over all {ranks.layout.size} shares in the run, over this one here: the "
+            "loss is not the run's (where a NaN starts is)"
+        )
     report.write(cli.run_dir, f"--from {run_dir}", [*lines, *changes], rows)
     model = f"replay of {type(cli.model).__name__} on {cli.model.device}"
     report.show(f"--from {run_dir}", model, changes, rows, cli.run_dir, details=details, notes=lines)

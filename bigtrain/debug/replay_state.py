@@ -161,3 +161,16 @@ def position(state: dict[str, int], ahead: int, length: int) -> tuple[int, int]:
         raise UserError("the run's training loader yields no batch per epoch: there is no step to replay")
     at = state["epoch"] * length + state["batches"] + ahead
     return divmod(at, length)
+
+
+def synced_norm(trainer: dict[str, Any], layout: DataParallel) -> bool:
+    """Whether the run's BatchNorm layers normalised over every data-parallel share (bigtrain's DDP and FSDP
+    do unless `sync_batchnorm: false`), so that a rank's step also depended on the other ranks' samples."""
+    strategy = trainer.get("strategy")
+    path = strategy.get("class_path", "") if isinstance(strategy, dict) else str(strategy or "")
+    options = (strategy.get("init_args") or {}) if isinstance(strategy, dict) else {}
+    name = path.rpartition(".")[2].lower()
+    synced = bool(trainer.get("sync_batchnorm"))
+    if name in ("ddp", "fsdp"):
+        synced = synced or options.get("sync_batchnorm", True) is not False
+    return synced and layout.size > 1

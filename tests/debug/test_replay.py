@@ -75,7 +75,17 @@ def runs(tmp_path_factory) -> Path:
     poison = ["--data", f"{__name__}.PoisonedImages", "--data.poison", str(POISON)]
     spec = {
         "poisoned": _fit(root, "poisoned", "fsdp", *poison),
-        "ddp": _fit(root, "ddp", "ddp", "--data.micro_batch_size", "2"),
+        # BatchNorm over each rank's own share: a rank's step then depends on its batch alone.
+        "ddp": _fit(
+            root,
+            "ddp",
+            "ddp",
+            "--trainer.strategy.sync_batchnorm",
+            "false",
+            "--data.micro_batch_size",
+            "2",
+            "--trainer.callbacks+=recorder.Record",
+        ),  # fmt: skip
     }
     path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
     with pytest.MonkeyPatch.context() as env:
@@ -118,6 +128,7 @@ def test_replay_names_the_module_and_the_poisoned_sample_of_rank_1(run, tmp_path
     assert checks["nan"]["details"]["forward"]["module"] == "net.stem.0"
     assert f"step {K + 1}: net.stem.0 (Conv) output non-finite" in out
     assert f"NaN/Inf inputs in sample(s) {POISON} (batch row(s) 1)" in out
+    assert "BatchNorm normalised over all 2 shares in the run, over this one here: the loss is not" in out
 
 
 @pytest.mark.slow
@@ -145,7 +156,26 @@ def test_a_ddp_step_in_micro_batches_after_the_checkpoint(runs, tmp_path, monkey
     assert f"checkpoint epoch=0-step={K}.ckpt (step {K}) of a run on 2 rank(s)" in out
     assert f"weights of step {K}: the 1 step(s) after it are not re-trained" in out
     assert "(2 micro-batches)" in out
+    assert "BatchNorm normalised" not in out
     assert rows(report)["samples"]["details"]["samples"] == batch_of(1, K + 2)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_both_ranks_replayed_give_the_losses_the_run_recorded(runs, tmp_path, monkeypatch, capsys):
+    recorded = json.loads((runs / "ddp" / "losses.json").read_text())["train/loss"]
+    replayed = []
+    for rank in (0, 1):
+        (tmp_path / str(rank)).mkdir()
+        args = ("--step", str(K), "--rank", str(rank))
+        code, out, report = replay(runs / "ddp", tmp_path / str(rank), monkeypatch, capsys, *args)
+        assert code == 0, out
+        replayed.append(rows(report)["samples"]["details"]["losses"])
+    # The run recorded each micro-batch's loss, averaged over the ranks: step K+1's are 2K and 2K+1.
+    assert len(recorded) == 2 * (K + 2)
+    for j in (0, 1):
+        mean = (replayed[0][j] + replayed[1][j]) / 2
+        assert mean == pytest.approx(recorded[2 * K + j], rel=1e-5), (replayed, recorded)
 
 
 @pytest.mark.slow
