@@ -237,3 +237,21 @@ def _escape(text: str) -> str:
     import re
 
     return re.escape(text)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--step", "2"], "--step needs --from RUN_DIR (the run whose step to replay)"),
+        (
+            ["cnn/glyphs", "--from", "r"],
+            "--from replays a run as its config.yaml says: leave out 'cnn/glyphs'",
+        ),
+        (["--from", "r", "--tiny"], "--from replays a run as its config.yaml says: leave out --tiny"),
+        (["--from", "r", "--model.optim.lr", "0.1"], "leave out --model.optim.lr"),
+        (["--from", "r", "--rank", "-1"], "--rank must be >= 0, got -1"),
+    ],
+)
+def test_from_takes_only_step_rank_and_details(argv, message):
+    with pytest.raises(UserError, match=_escape(message)):
+        main(argv)
