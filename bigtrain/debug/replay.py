@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,7 @@ class ReplayCLI(DebugCLI):
         epoch, first = position(loader_state(replay.checkpoint), ahead, length)
         made.sampler.set_epoch(epoch)
         rows = made.batch_size
-        values = list(iter(made.sampler))[first * rows : (first + replay.accumulation) * rows]
+        values = list(islice(iter(made.sampler), first * rows, (first + replay.accumulation) * rows))
         made.load_state_dict({"epoch": epoch, "batches": first})
         batches, seconds, it = [], [], iter(made)
         for _ in range(replay.accumulation):
