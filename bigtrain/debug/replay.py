@@ -21,7 +21,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from bigtrain.debug.checks import Verdict
-from bigtrain.debug.replay_state import Ranks, epoch_length, position
+from bigtrain.debug.replay_state import Ranks, batches_ahead, epoch_length, position
 from bigtrain.debug.session import DebugCLI
 from bigtrain.debug.tensors import leaves
 from bigtrain.errors import UserError
@@ -104,7 +104,7 @@ class ReplayCLI(DebugCLI):
                 "batch of a step cannot be rebuilt from a checkpoint"
             )
         length = epoch_length(len(made), replay.limit)
-        ahead = (replay.step - replay.saved_step) * replay.accumulation
+        ahead = batches_ahead(replay.checkpoint, replay.step - replay.saved_step, replay.accumulation)
         epoch, first = position(loader_state(replay.checkpoint), ahead, length)
         made.sampler.set_epoch(epoch)
         rows = made.batch_size

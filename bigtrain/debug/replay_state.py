@@ -174,3 +174,14 @@ def synced_norm(trainer: dict[str, Any], layout: DataParallel) -> bool:
     if name in ("ddp", "fsdp"):
         synced = synced or options.get("sync_batchnorm", True) is not False
     return synced and layout.size > 1
+
+
+def batches_ahead(checkpoint: dict[str, Any], steps: int, accumulation: int) -> int:
+    """Loader batches that `steps` more optimizer steps take: at the checkpoint's own ratio of batches to
+    steps (a GAN steps twice a batch, accumulation once in several), else `accumulation` a step."""
+    fit = (checkpoint.get("loops") or {}).get("fit_loop") or {}
+    processed = ((fit.get("epoch_loop.batch_progress") or {}).get("total") or {}).get("processed")
+    done = checkpoint.get("global_step")
+    if isinstance(processed, int) and isinstance(done, int) and processed > 0 and done > 0:
+        return steps * processed // done
+    return steps * accumulation

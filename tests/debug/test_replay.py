@@ -255,3 +255,20 @@ def _escape(text: str) -> str:
 def test_from_takes_only_step_rank_and_details(argv, message):
     with pytest.raises(UserError, match=_escape(message)):
         main(argv)
+
+
+def _saved(step: int, batches: int) -> dict:
+    progress = {"total": {"processed": batches}, "current": {"ready": batches, "processed": batches}}
+    return {"global_step": step, "loops": {"fit_loop": {"epoch_loop.batch_progress": progress}}}
+
+
+def test_the_batch_of_a_later_step_is_found_at_the_runs_own_batches_per_step():
+    from bigtrain.debug.replay_state import batches_ahead, epoch_length, position
+
+    assert batches_ahead(_saved(4, 2), 2, 1) == 1  # a GAN: two optimizer steps a batch
+    assert batches_ahead(_saved(2, 4), 1, 2) == 2  # two micro-batches a step
+    assert batches_ahead({}, 3, 2) == 6  # no loop state: the accumulation decides
+    assert epoch_length(10, 4) == 4 and epoch_length(10, 0.5) == 5 and epoch_length(10, None) == 10
+    # An epoch handed out to its end continues with the next epoch's first batch.
+    assert position({"epoch": 1, "batches": 8}, 0, 8) == (2, 0)
+    assert position({"epoch": 0, "batches": 6}, 3, 8) == (1, 1)
