@@ -47,15 +47,21 @@ def _parser() -> OneLineParser:
         "--step", type=int, help="with --from: replay step K+1 (default: after the newest checkpoint)"
     )
     parser.add_argument("--rank", type=int, help="with --from: the rank whose batch to replay (default 0)")
+    parser.add_argument(
+        "--global-batch", action="store_true",
+        help="with --from: replay every rank's share of the step together (BatchNorm then sees the run's "
+        "statistics; the whole global batch must fit on this device)",
+    )  # fmt: skip
     return parser
 
 
 def _replay_args(recipe: str | None, args: object, overrides: list[str]) -> None:
     """Vet `--from RUN_DIR [--step K] [--rank R]`: the run's own config decides everything else."""
     if args.from_run is None:
-        for name in ("step", "rank"):
-            if getattr(args, name) is not None:
-                raise UserError(f"--{name} needs --from RUN_DIR (the run whose step to replay)")
+        for name in ("step", "rank", "global_batch"):
+            if getattr(args, name) not in (None, False):
+                flag = name.replace("_", "-")
+                raise UserError(f"--{flag} needs --from RUN_DIR (the run whose step to replay)")
         return
     given = [f"{recipe!r}"] if recipe else []
     given += [
@@ -114,7 +120,9 @@ def main(argv: list[str]) -> int:
     if args.from_run is not None:
         from bigtrain.debug import run_replay
 
-        return run_replay(args.from_run, args.step, args.rank or 0, details=args.details)
+        return run_replay(
+            args.from_run, args.step, args.rank or 0, details=args.details, global_batch=args.global_batch
+        )
     from bigtrain.debug import run
 
     return run(source, args, overrides)

@@ -30,7 +30,9 @@ def run(source: list[str], args: Any, overrides: list[str]) -> int:
             os.environ.pop(RUN_DIR_ENV, None)
 
 
-def run_replay(run_dir: str, step: int | None, rank: int, *, details: bool = False) -> int:
+def run_replay(
+    run_dir: str, step: int | None, rank: int, *, details: bool = False, global_batch: bool = False
+) -> int:
     """`bigtrain debug --from RUN_DIR [--step K] [--rank R]`: one step of a run, replayed on one device."""
     import os
 
@@ -42,7 +44,7 @@ def run_replay(run_dir: str, step: int | None, rank: int, *, details: bool = Fal
     _quiet_lightning()
     owns_env = RUN_DIR_ENV not in os.environ
     try:
-        return replay(run_dir, step, rank, details=details)
+        return replay(run_dir, step, rank, details=details, global_batch=global_batch)
     finally:
         if owns_env:
             os.environ.pop(RUN_DIR_ENV, None)

@@ -45,6 +45,8 @@ class Replay:
     accumulation: int
     limit: Any
     """The run's trainer.limit_train_batches (an epoch may end before the loader does)."""
+    global_batch: bool = False
+    """Replay every data-parallel share of the step together, as one batch."""
 
 
 class LoadCheckpoint(Callback):
@@ -89,14 +91,29 @@ class ReplayCLI(DebugCLI):
         config["callbacks"] = [*config["callbacks"], LoadCheckpoint(self.replay)]
 
     def read_batches(self, loader: Any) -> tuple[list[Any], list[float]]:
-        """Rank R's micro-batches of step K+1 from the DataModule's own loader, and their sample indices."""
+        """Rank R's micro-batches of step K+1 (with `global_batch`, every share's, joined in rank order)
+        from the DataModule's own loader; their sample indices are kept as `samples`."""
+        replay = self.replay
+        shares = range(replay.ranks.layout.size) if replay.global_batch else [replay.ranks.dp_rank]
+        parts = [self._share(loader, share) for share in shares]
+        micro = replay.accumulation
+        rows = len(parts[0][0]) // micro
+        batches = [join([part[1][j] for part in parts]) for j in range(micro)]
+        seconds = [sum(part[2][j] for part in parts) for j in range(micro)]
+        self.samples = [v for j in range(micro) for part in parts for v in part[0][j * rows : (j + 1) * rows]]
+        self.batches = batches
+        self.where["rows_per_batch"] = rows * len(parts)
+        self.where["share_rows"] = rows
+        return batches, seconds
+
+    def _share(self, loader: Any, share: int) -> tuple[list[int], list[Any], list[float]]:
+        """One data-parallel share's sample indices, micro-batches, and the seconds each took."""
         from bigtrain.data.base import EpochSampler, ResumableDataLoader
         from bigtrain.debug.replay_state import loader_state
 
         replay, datamodule = self.replay, self.datamodule
-        layout = replay.ranks.layout
         # The DataModule asks the trainer for its share; this one-device trainer would say "1 of 1".
-        datamodule._ranks = lambda: (layout.size, replay.ranks.dp_rank)
+        datamodule._ranks = lambda: (replay.ranks.layout.size, share)
         made = loader()
         if not isinstance(made, ResumableDataLoader) or not isinstance(made.sampler, EpochSampler):
             raise UserError(
@@ -115,11 +132,23 @@ class ReplayCLI(DebugCLI):
             start = time.perf_counter()
             batches.append(next(it))
             seconds.append(time.perf_counter() - start)
+        self.where = {"epoch": epoch, "loader_batch": first}
         n = len(made.sampler.dataset)
-        self.samples = [v % n for v in values]
-        self.batches = batches
-        self.where = {"epoch": epoch, "loader_batch": first, "rows_per_batch": rows}
-        return batches, seconds
+        return [v % n for v in values], batches, seconds
+
+
+def join(parts: list[Any]) -> Any:
+    """Batches of the same structure (tensors, tuples, lists, dicts) joined along the first dimension."""
+    first = parts[0]
+    if len(parts) == 1:
+        return first
+    if isinstance(first, torch.Tensor):
+        return torch.cat(parts)
+    if isinstance(first, (list, tuple)):
+        return type(first)(join(list(items)) for items in zip(*parts, strict=True))
+    if isinstance(first, dict):
+        return {key: join([part[key] for part in parts]) for key in first}
+    raise UserError(f"--global-batch: a batch holding a {type(first).__name__} cannot be joined")
 
 
 def build_argv(
@@ -208,16 +237,18 @@ def _indices(values: list[int]) -> str:
     return ", ".join(map(str, values[:SHOWN])) + more
 
 
-def replay(run_dir: str, step: int | None, rank: int, *, details: bool = False) -> int:
+def replay(
+    run_dir: str, step: int | None, rank: int, *, details: bool = False, global_batch: bool = False
+) -> int:
     """Replay step `step + 1` (default: the one after the newest checkpoint) of rank `rank` of the run in
-    `run_dir` on one device; 0 when it is finite with healthy gradients, 1 when not."""
+    `run_dir` on one device (`global_batch`: every rank's share together); 0 when it is finite with healthy
+    gradients, 1 when not."""
     from bigtrain.checkpoints.load import load_checkpoint
     from bigtrain.config_files import check_config_files
     from bigtrain.debug import report
     from bigtrain.debug.replay_state import check_step, pick_checkpoint, run_config, run_ranks, synced_norm
     from bigtrain.debug.session import Options, verdicts
     from bigtrain.lightning_cli import build_cli
-    from bigtrain.lightning_compat import BatchNormBase
 
     config_file, config = run_config(run_dir)
     trainer = config["trainer"]
@@ -230,7 +261,8 @@ def replay(run_dir: str, step: int | None, rank: int, *, details: bool = False) 
     checkpoint = load_checkpoint(path)
     ranks = run_ranks(trainer, checkpoint, rank)
     accumulation = _accumulation(config, ranks)
-    plan = Replay(checkpoint, path, saved, step, ranks, accumulation, trainer.get("limit_train_batches"))
+    limit = trainer.get("limit_train_batches")
+    plan = Replay(checkpoint, path, saved, step, ranks, accumulation, limit, global_batch)
     name = str(config.get("recipe_name") or config_file.parent.name)
     argv, changes = build_argv(config_file, name, trainer, accumulation, torch.cuda.is_available())
     options = Options(checks=CHECKS, steps=1)
@@ -238,24 +270,7 @@ def replay(run_dir: str, step: int | None, rank: int, *, details: bool = False) 
     if cli.probe.seen.nonfinite is not None:
         cli.probe.seen.nonfinite["step"] = step + 1  # the probe counts this run's own steps from 0
     rows = [*verdicts(cli, options), sample_verdict(cli)]
-    seen = losses(cli)
-    loss = "loss " + ", ".join(f"{x:.4g}" for x in seen) if seen else "no loss"
-    loss += f" ({len(seen)} micro-batches)" if len(seen) > 1 else ""
-    where = getattr(cli, "where", {})
-    lines = [
-        f"checkpoint {path.name} (step {saved}{', sharded' if path.is_dir() else ''}) of a run on "
-        f"{ranks.layout.world} rank(s)",
-        f"step {step + 1} on rank {rank} (data-parallel rank {ranks.dp_rank} of {ranks.layout.size}; epoch "
-        f"{where.get('epoch', '?')}, loader batch {where.get('loader_batch', '?')}): samples "
-        f"{_indices(getattr(cli, 'samples', []))}; {loss}",
-    ]
-    if saved < step:
-        lines.append(f"weights of step {saved}: the {step - saved} step(s) after it are not re-trained")
-    if synced_norm(trainer, ranks.layout) and any(isinstance(m, BatchNormBase) for m in cli.model.modules()):
-        lines.append(
-            f"BatchNorm normalised over all {ranks.layout.size} shares in the run, over this one here: the "
-            "loss is not the run's (where a NaN starts is)"
-        )
+    lines = report_lines(cli, synced_norm(trainer, ranks.layout))
     report.write(cli.run_dir, f"--from {run_dir}", [*lines, *changes], rows)
     model = f"replay of {type(cli.model).__name__} on {cli.model.device}"
     report.show(f"--from {run_dir}", model, changes, rows, cli.run_dir, details=details, notes=lines)
@@ -271,3 +286,34 @@ def _accumulation(config: dict[str, Any], ranks: Ranks) -> int:
         return split_batch(int(data["batch_size"]), ranks.layout, int(data["micro_batch_size"])).accumulation
     value = config["trainer"].get("accumulate_grad_batches") or 1
     return value if isinstance(value, int) else 1
+
+
+def report_lines(cli: ReplayCLI, synced: bool) -> list[str]:
+    """The lines under the report's title: the checkpoint, the step's rank and samples, the loss, caveats."""
+    from bigtrain.lightning_compat import BatchNormBase
+
+    plan, where = cli.replay, getattr(cli, "where", {})
+    ranks, step, saved = plan.ranks, plan.step, plan.saved_step
+    seen = losses(cli)
+    loss = "loss " + ", ".join(f"{x:.4g}" for x in seen) if seen else "no loss"
+    loss += f" ({len(seen)} micro-batches)" if len(seen) > 1 else ""
+    share = f"rank {ranks.rank} (data-parallel rank {ranks.dp_rank} of {ranks.layout.size}"
+    if plan.global_batch:
+        a = ranks.dp_rank * where.get("share_rows", 0)
+        share = f"all {ranks.layout.size} data-parallel shares joined (rank {ranks.rank}'s: rows {a}.."
+        share += f"{a + where.get('share_rows', 0) - 1} of each batch"
+    kind = ", sharded" if plan.path.is_dir() else ""
+    lines = [
+        f"checkpoint {plan.path.name} (step {saved}{kind}) of a run on {ranks.layout.world} rank(s)",
+        f"step {step + 1} on {share}; epoch {where.get('epoch', '?')}, loader batch "
+        f"{where.get('loader_batch', '?')}): samples {_indices(getattr(cli, 'samples', []))}; {loss}",
+    ]
+    if saved < step:
+        lines.append(f"weights of step {saved}: the {step - saved} step(s) after it are not re-trained")
+    norms = any(isinstance(m, BatchNormBase) for m in cli.model.modules())
+    if synced and norms and not plan.global_batch:
+        lines.append(
+            f"BatchNorm normalised over all {ranks.layout.size} shares in the run, over this one here: the "
+            "loss is not the run's (where a NaN starts is; --global-batch replays every share together)"
+        )
+    return lines

@@ -86,6 +86,9 @@ def runs(tmp_path_factory) -> Path:
             "2",
             "--trainer.callbacks+=recorder.Record",
         ),  # fmt: skip
+        "synced": _fit(
+            root, "synced", "ddp", "--data.micro_batch_size", "2", "--trainer.callbacks+=recorder.Record"
+        ),
     }
     path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
     with pytest.MonkeyPatch.context() as env:
@@ -129,6 +132,7 @@ def test_replay_names_the_module_and_the_poisoned_sample_of_rank_1(run, tmp_path
     assert f"step {K + 1}: net.stem.0 (Conv) output non-finite" in out
     assert f"NaN/Inf inputs in sample(s) {POISON} (batch row(s) 1)" in out
     assert "BatchNorm normalised over all 2 shares in the run, over this one here: the loss is not" in out
+    assert "--global-batch replays every share together" in out
 
 
 @pytest.mark.slow
@@ -176,6 +180,34 @@ def test_both_ranks_replayed_give_the_losses_the_run_recorded(runs, tmp_path, mo
     for j in (0, 1):
         mean = (replayed[0][j] + replayed[1][j]) / 2
         assert mean == pytest.approx(recorded[2 * K + j], rel=1e-5), (replayed, recorded)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_the_global_batch_replayed_gives_the_loss_a_synced_batchnorm_run_recorded(
+    runs, tmp_path, monkeypatch, capsys
+):
+    recorded = json.loads((runs / "synced" / "losses.json").read_text())["train/loss"]
+    args = ("--step", str(K), "--rank", "1", "--global-batch")
+    code, out, report = replay(runs / "synced", tmp_path, monkeypatch, capsys, *args)
+    assert code == 0, out
+    assert "step 3 on all 2 data-parallel shares joined (rank 1's: rows 2..3 of each batch;" in out
+    assert "BatchNorm normalised" not in out
+    samples = rows(report)["samples"]["details"]
+    share = [batch_of(r, K + 1) for r in (0, 1)]
+    assert samples["samples"] == share[0][:2] + share[1][:2] + share[0][2:] + share[1][2:]
+    assert samples["losses"] == pytest.approx(recorded[2 * K : 2 * K + 2], rel=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_the_global_batch_of_the_poisoned_step_names_the_sample(run, tmp_path, monkeypatch, capsys):
+    args = ("--step", str(K), "--rank", "1", "--global-batch")
+    code, out, report = replay(run, tmp_path, monkeypatch, capsys, *args)
+    assert code == 1, out
+    details = rows(report)["samples"]["details"]
+    assert details["samples"] == batch_of(0, K + 1) + batch_of(1, K + 1)
+    assert details["nonfinite_input_samples"] == details["nonfinite_output_samples"] == [POISON]
 
 
 @pytest.mark.slow
@@ -250,6 +282,7 @@ def _escape(text: str) -> str:
         (["--from", "r", "--tiny"], "--from replays a run as its config.yaml says: leave out --tiny"),
         (["--from", "r", "--model.optim.lr", "0.1"], "leave out --model.optim.lr"),
         (["--from", "r", "--rank", "-1"], "--rank must be >= 0, got -1"),
+        (["--global-batch"], "--global-batch needs --from RUN_DIR"),
     ],
 )
 def test_from_takes_only_step_rank_and_details(argv, message):
