@@ -44,6 +44,9 @@ def run_config(run_dir: str) -> tuple[Path, dict[str, Any]]:
             f"--from {run_dir!r} is not a run directory of `bigtrain fit` (no {CONFIG_FILE} in it); give "
             "the directory the run printed at its end"
         )
+    from bigtrain.config_files import check_config_file
+
+    check_config_file(file, str(file))  # size and alias bombs, before anything expands it
     try:
         config = yaml.safe_load(file.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:

@@ -305,3 +305,12 @@ def test_the_batch_of_a_later_step_is_found_at_the_runs_own_batches_per_step():
     # An epoch handed out to its end continues with the next epoch's first batch.
     assert position({"epoch": 1, "batches": 8}, 0, 8) == (2, 0)
     assert position({"epoch": 0, "batches": 6}, 3, 8) == (1, 1)
+
+
+def test_a_config_yaml_that_would_expand_without_bound_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    layers = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    layers += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    (tmp_path / "config.yaml").write_text("\n".join(layers) + "\ntrainer: *a8\n")
+    with pytest.raises(UserError, match="config.yaml expands to more than .* values through its aliases"):
+        main(["--from", str(tmp_path)])
