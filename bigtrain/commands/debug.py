@@ -15,14 +15,17 @@ DESCRIPTION = (
     "the CPU (strategy single, one device, a global batch of 8, a few steps on one fixed batch), and check "
     "the data, shapes, gradient flow, that it learns, where a NaN starts, and the time per phase. Exit 0: "
     "all checks pass; 1: a check found a problem; 2: a mistake on the command line. Any other option is a "
-    "recipe override, e.g. --model.optim.lr 0.01."
+    "recipe override, e.g. --model.optim.lr 0.01. With --from RUN_DIR [--step K] [--rank R]: load the run's "
+    "checkpoint at or before step K, rebuild the batch rank R took at step K+1, and run that one step on one "
+    "device with the NaN and gradient checks."
 )
 
 
 def _parser() -> OneLineParser:
     parser = OneLineParser(
         prog="bigtrain debug",
-        usage="bigtrain debug RECIPE|--config FILE [options] [recipe overrides]",
+        usage="bigtrain debug RECIPE|--config FILE [options] [recipe overrides]\n"
+        "       bigtrain debug --from RUN_DIR [--step K] [--rank R]",
         description=DESCRIPTION,
     )
     parser.add_argument("--config", help="a config YAML (a run's config.yaml) instead of a recipe name")
@@ -42,6 +45,19 @@ def _parser() -> OneLineParser:
         help="instead of the checks, apply the recipe's FSDP sharding plan over DP data-parallel x TP "
         "tensor-parallel fake ranks in this process (e.g. 8 or 4x2) and check the shards, forward, backward",
     )
+    parser.add_argument(
+        "--from", dest="from_run", metavar="RUN_DIR",
+        help="replay one step of a `bigtrain fit` run on one device (its checkpoint, its rank's batch)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--step", type=int, help="with --from: replay step K+1 (default: after the newest checkpoint)"
+    )
+    parser.add_argument("--rank", type=int, help="with --from: the rank whose batch to replay (default 0)")
+    parser.add_argument(
+        "--global-batch", action="store_true",
+        help="with --from: replay every rank's share of the step together (BatchNorm then sees the run's "
+        "statistics; the whole global batch must fit on this device)",
+    )  # fmt: skip
     return parser
 
 
@@ -68,10 +84,35 @@ def parse_layout(text: str) -> tuple[int, int]:
     return dp, tp
 
 
+def _replay_args(recipe: str | None, args: object, overrides: list[str]) -> None:
+    """Vet `--from RUN_DIR [--step K] [--rank R]`: the run's own config decides everything else."""
+    if args.from_run is None:
+        for name in ("step", "rank", "global_batch"):
+            if getattr(args, name) not in (None, False):
+                flag = name.replace("_", "-")
+                raise UserError(f"--{flag} needs --from RUN_DIR (the run whose step to replay)")
+        return
+    given = [f"{recipe!r}"] if recipe else []
+    own_run = ("config", "tiny", "keep_size", "trace", "simulate")
+    given += [f"--{n.replace('_', '-')}" for n in own_run if getattr(args, n)]
+    given += overrides[:1]
+    if given:
+        raise UserError(
+            f"--from replays a run as its config.yaml says: leave out {', '.join(given)} (and any override)"
+        )
+    for name in ("step", "rank"):
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            raise UserError(f"--{name} must be >= 0, got {value!r}")
+
+
 def parse(argv: list[str]) -> tuple[list[str], object, list[str]]:
     """(the recipe's config arguments, the debug options, the recipe overrides) of a command line."""
     recipe = argv[0] if argv and not argv[0].startswith("-") else None
     args, overrides = _parser().parse_known_args(argv[1:] if recipe else argv)
+    _replay_args(recipe, args, overrides)
+    if args.from_run is not None:
+        return [], args, []
     if (recipe is None) == (args.config is None):
         raise UserError("bigtrain debug needs a recipe name or --config FILE (one of them)")
     if args.tiny and args.keep_size:
@@ -109,6 +150,12 @@ def main(argv: list[str]) -> int:
         _parser().print_help()
         return 0
     source, args, overrides = parse(argv)
+    if args.from_run is not None:
+        from bigtrain.debug import run_replay
+
+        return run_replay(
+            args.from_run, args.step, args.rank or 0, details=args.details, global_batch=args.global_batch
+        )
     from bigtrain.debug import run
 
     return run(source, args, overrides)

@@ -2,7 +2,8 @@
 
 Modules: `shrink` (the overrides that make a run small), `probe` (the callback that watches the steps),
 `tensors` (statistics of batches and tensors), `checks` (a verdict per check), `session` (the run itself,
-through bigtrain's LightningCLI), `report` (the table and `debug.json`).
+through bigtrain's LightningCLI), `report` (the table and `debug.json`), `replay` and `replay_state`
+(`--from RUN_DIR`: one step of a run, replayed).
 """
 
 from __future__ import annotations
@@ -24,6 +25,26 @@ def run(source: list[str], args: Any, overrides: list[str]) -> int:
     owns_env = RUN_DIR_ENV not in os.environ
     try:
         return _run(source, args, overrides)
+    finally:
+        if owns_env:
+            os.environ.pop(RUN_DIR_ENV, None)
+
+
+def run_replay(
+    run_dir: str, step: int | None, rank: int, *, details: bool = False, global_batch: bool = False
+) -> int:
+    """`bigtrain debug --from RUN_DIR [--step K] [--rank R]`: one step of a run, replayed on one device."""
+    import os
+
+    from bigtrain.debug.replay import replay
+    from bigtrain.quiet import silence_known_noise
+    from bigtrain.run_names import RUN_DIR_ENV
+
+    silence_known_noise()
+    _quiet_lightning()
+    owns_env = RUN_DIR_ENV not in os.environ
+    try:
+        return replay(run_dir, step, rank, details=details, global_batch=global_batch)
     finally:
         if owns_env:
             os.environ.pop(RUN_DIR_ENV, None)

@@ -47,15 +47,36 @@ def learn_fraction(fam: str | None) -> float | None:
 
 
 def data_verdict(data: dict[str, Any]) -> Verdict:
-    """NaN/Inf, constant inputs and labels out of range in the first batch; its shapes and data time."""
+    """NaN/Inf, constant inputs and labels out of range in the first batch, validation samples that are
+    training samples; the batch's shapes and data time."""
     shapes = ", ".join(_tensor_text(r) for r in data["rows"])
     ms = data["seconds"]
     timing = f"first batch {ms[0] * 1e3:.0f} ms" + (
         f", then {statistics.median(ms[1:]) * 1e3:.1f} ms/batch" if len(ms) > 1 else ""
     )
-    if data["problems"]:
-        return Verdict("data", "FAIL", "; ".join(data["problems"]), data)
-    return Verdict("data", "pass", f"{shapes}; {timing}", data)
+    overlap = data.get("overlap")
+    problems = [*data["problems"], *overlap_problems(overlap)]
+    if problems:
+        return Verdict("data", "FAIL", "; ".join(problems), data)
+    return Verdict("data", "pass", f"{shapes}; {timing}{overlap_text(overlap)}", data)
+
+
+def overlap_problems(overlap: dict[str, Any] | None) -> list[str]:
+    """The train/val overlap as a data problem, with its counts; none when no sample repeats."""
+    if not overlap or not overlap.get("repeats"):
+        return []
+    n, of = overlap["repeats"], overlap["checked"]
+    return [f"train/val overlap: {n} of {of} validation samples are training samples (e.g. val index "
+            f"{', '.join(map(str, overlap['examples']))})"]  # fmt: skip
+
+
+def overlap_text(overlap: dict[str, Any] | None) -> str:
+    """The overlap check's finding on a passing data row."""
+    if overlap is None:
+        return ""
+    if overlap.get("checkable") is False:
+        return f"; train/val overlap not checkable ({overlap['why']})"
+    return f"; no validation sample of {overlap['checked']} is a training sample"
 
 
 def shapes_verdict(seen: Observations) -> Verdict:

@@ -62,6 +62,7 @@ class DebugProbe(Callback):
         self._hooks: list[Any] = []
         self._t: dict[str, float] = {}
         self._step = 0
+        self._batch = 0
         self._loss_seen = False
         self._profiler: Any = None
         self._cuda = False
@@ -97,8 +98,10 @@ class DebugProbe(Callback):
                     "module": name,
                     "type": type(module).__name__,
                     "step": self._step,
+                    "batch": self._batch,
                     "inputs": [describe(x) for x in _tensors(inputs)],
                     "output": [describe(x) for x in _tensors(output)],
+                    "rows": bad_rows(output),
                 }
 
         return hook
@@ -112,7 +115,7 @@ class DebugProbe(Callback):
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, idx: int
     ) -> None:  # noqa: D102
-        self._step, self._loss_seen = trainer.global_step, False
+        self._step, self._batch, self._loss_seen = trainer.global_step, idx, False
         if self._step == 0:
             torch.autograd.set_detect_anomaly(True, check_nan=True)  # names the backward node of a NaN
         if self._step == WARMUP_STEPS and self.profile_steps:
@@ -269,6 +272,16 @@ def _tensors(value: Any) -> list[torch.Tensor]:
     if isinstance(value, dict):
         return [t for v in value.values() for t in _tensors(v)]
     return []
+
+
+def bad_rows(value: Any) -> list[int] | None:
+    """Rows (first dimension: samples, for a batch-first tensor) of the first floating tensor in `value` that
+    hold a NaN/Inf; None when it has no such tensor or no first dimension."""
+    floats = [t for t in _tensors(value) if t.is_floating_point() and t.dim() > 0]
+    if not floats:
+        return None
+    t = floats[0].detach()
+    return (~torch.isfinite(t)).reshape(t.shape[0], -1).any(dim=1).nonzero().flatten().tolist()
 
 
 def _nonfinite(value: Any) -> bool:

@@ -46,13 +46,14 @@ def _plain(value: Any) -> Any:
 
 
 def show(recipe: str, description: str, changes: list[str], verdicts: list[Verdict], run_dir: Path,
-         details: bool = False) -> None:  # fmt: skip
-    """Print the report: what was shrunk, one row per check, the verdict, the run directory."""
+         details: bool = False, notes: list[str] | None = None) -> None:  # fmt: skip
+    """Print the report: what was shrunk, one row per check, the verdict, the run directory; `notes` are
+    lines under the first (a replay's checkpoint and batch)."""
     from rich.console import Console
     from rich.table import Table
 
     console = Console(highlight=False)
-    lines = [f"bigtrain debug {recipe}: {description}"]
+    lines = [f"bigtrain debug {recipe}: {description}", *(notes or [])]
     lines += ["changed: " + "; ".join(changes)] if changes else ["changed: nothing"]
     verdict = "all checks passed" if passed(verdicts) else "a check FAILED"
     if not console.is_terminal:

@@ -20,6 +20,7 @@ from bigtrain.debug.checks import (
     shapes_verdict,
     speed_verdict,
 )
+from bigtrain.debug.overlap import train_val_overlap
 from bigtrain.debug.probe import WARMUP_STEPS, DebugProbe
 from bigtrain.debug.tensors import batch_problems
 from bigtrain.errors import UserError
@@ -66,10 +67,22 @@ class Repeat:
         return self.n
 
 
+class Steps(Repeat):
+    """The micro-batches of one optimizer step, each once (a replayed step with gradient accumulation)."""
+
+    def __init__(self, batches: list[Any]) -> None:
+        super().__init__(batches, len(batches))
+
+    def __iter__(self) -> Any:
+        return iter(self.batch)
+
+
 class DebugCLI(BigtrainCLI):
     """Builds the recipe's Trainer, module and DataModule like `fit`, then runs the debug steps instead."""
 
     options: Options
+    one_step = False
+    """Step once through every batch `read_batches` returns (a replayed step's micro-batches)."""
 
     def prepare_trainer_config(self, config: dict[str, Any]) -> None:
         """Only the probe as a callback (bigtrain's checkpoints, progress and guards stay out of the way)."""
@@ -103,13 +116,15 @@ class DebugCLI(BigtrainCLI):
         original = datamodule.train_dataloader
         steps = self.options.steps
 
-        def fixed() -> Repeat:
-            batches, seconds = _read(original(), DATA_BATCHES)
+        def fixed() -> Any:
+            batches, seconds = self.read_batches(original)
             rows, problems = batch_problems(batches[0], datamodule)
             self.data = {"rows": rows, "problems": problems, "seconds": seconds}
+            if "data" in self.options.checks:
+                self.data["overlap"] = train_val_overlap(datamodule)
             if any("outside" in p for p in problems):
                 raise _Stop(problems[0])
-            return Repeat(batches[0], steps)
+            return Steps(batches) if self.one_step else Repeat(batches[0], steps)
 
         datamodule.train_dataloader = fixed  # the instance's own loader hook, only for this run
         self.probe.hold_lr = True
@@ -130,6 +145,11 @@ class DebugCLI(BigtrainCLI):
         self.probe.finish(self.model)
         if "speed" in self.options.checks:
             self.probe.seen.planned_bytes = planned_bytes(self.model, datamodule, self.trainer.precision)
+
+    def read_batches(self, loader: Any) -> tuple[list[Any], list[float]]:
+        """The batches a debug run steps on (the first is the fixed batch), and the seconds each took;
+        `loader` makes the recipe's own training loader."""
+        return _read(loader(), DATA_BATCHES)
 
 
 def planned_bytes(model: Any, datamodule: Any, precision: Any) -> int | None:
@@ -198,7 +218,7 @@ def verdicts(cli: DebugCLI, options: Options) -> list[Verdict]:
     if stopped:
         rows = [_skipped(r, ("data",), "not run: the data check failed") for r in rows]
     elif seen.anomaly:
-        why = "not run: step 0's backward made NaN/Inf (see nan)"
+        why = "not run: the first step's backward made NaN/Inf (see nan)"
         rows = [_skipped(r, ("data", "shapes", "nan"), why) for r in rows]
     if cli.error and not seen.anomaly:
         rows.append(Verdict("run", "FAIL", cli.error))

@@ -75,3 +75,12 @@ class WrongHead(ResNetClassifier):
     def configure_model(self) -> None:
         super().configure_model()
         self.net.head = nn.Linear(7, self.cfg.num_classes)
+
+
+class ValRepeatsTrain(ImageDataModule):
+    """A validation split whose first 4 images are training images (a split made after deduplication
+    was forgotten, or the same file given twice)."""
+
+    def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
+        self.val_set.x[:4] = self.train_set.x[10:14]

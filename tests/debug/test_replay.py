@@ -1,0 +1,316 @@
+"""`bigtrain debug --from RUN --step K --rank R`: a 2-rank FSDP run (gloo, CPU) whose rank 1 meets a poisoned
+sample at step K+1, replayed from its sharded checkpoint of step K in this one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import DistributedSampler
+
+from bigtrain.checkpoints.manifest import build_manifest, write_manifest
+from bigtrain.commands.debug import main
+from bigtrain.data import ImageDataModule
+from bigtrain.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[2]
+K = 2
+"""The checkpoint's step; the poisoned sample is in rank 1's batch of step K+1."""
+TRAIN, GLOBAL, RANKS = 64, 8, 2
+"""80 glyphs less a validation fifth; a global batch of 8 is 4 rows a rank."""
+
+
+class PoisonedImages(ImageDataModule):
+    """The glyphs with one NaN pixel in the training image at dataset index `poison`."""
+
+    def __init__(self, poison: int = -1, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.poison = poison
+
+    def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
+        train = self.train_set
+        if train.x.dtype == torch.uint8:
+            train.x = train.x.float() / 255.0  # the same images; only a float tensor can hold a NaN
+        if self.poison >= 0:
+            train.x[self.poison, 0, 0, 0] = float("nan")
+
+
+def batch_of(rank: int, step: int) -> list[int]:
+    """Dataset indices a rank takes at 1-based `step` of epoch 0, by torch's own sampler arithmetic."""
+    rows = GLOBAL // RANKS
+    order = list(DistributedSampler(range(TRAIN), RANKS, rank, shuffle=True, seed=0, drop_last=True))
+    return order[(step - 1) * rows : step * rows]
+
+
+POISON = batch_of(1, K + 1)[1]
+
+
+def _fit(root: Path, name: str, strategy: str, *extra: str) -> list[str]:
+    return [
+        "--recipe", "cnn/glyphs", "--data.num_samples", "80", "--data.batch_size", str(GLOBAL),
+        "--model.net.preset", "tiny", "--trainer.accelerator", "cpu", "--trainer.limit_val_batches", "0",
+        "--trainer.num_sanity_val_steps", "0", "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false", "--trainer.logger", "false",
+        "--trainer.strategy", strategy, "--trainer.devices", str(RANKS), "--trainer.max_steps", str(K + 2),
+        "--checkpoint.every_n_steps", str(K), "--checkpoint.keep_last", "5", "--run_dir", str(root / name),
+        *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """One 2-rank launch: FSDP with a sharded checkpoint every K steps, stopped by the NaN of step K+1
+    (`poisoned`); DDP in micro-batches of 2 with a checkpoint file every K steps (`ddp`)."""
+    sys.path.insert(0, str(ROOT / "tests" / "distributed"))
+    from dist_helpers import launch, wait
+
+    root = tmp_path_factory.mktemp("replay")
+    poison = ["--data", f"{__name__}.PoisonedImages", "--data.poison", str(POISON)]
+    spec = {
+        "poisoned": _fit(root, "poisoned", "fsdp", *poison),
+        # BatchNorm over each rank's own share: a rank's step then depends on its batch alone.
+        "ddp": _fit(
+            root,
+            "ddp",
+            "ddp",
+            "--trainer.strategy.sync_batchnorm",
+            "false",
+            "--data.micro_batch_size",
+            "2",
+            "--trainer.callbacks+=recorder.Record",
+        ),  # fmt: skip
+        "synced": _fit(
+            root, "synced", "ddp", "--data.micro_batch_size", "2", "--trainer.callbacks+=recorder.Record"
+        ),
+    }
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("PYTHONPATH", path)  # the ranks import this module's DataModule
+        wait(launch(spec, RANKS, root), root, RANKS)
+    return root
+
+
+@pytest.fixture
+def run(runs) -> Path:
+    return runs / "poisoned"
+
+
+def replay(run: Path, tmp_path: Path, monkeypatch, capsys, *args: str) -> tuple[int, str, dict]:
+    monkeypatch.chdir(tmp_path)
+    code = main(["--from", str(run), *args])
+    out = capsys.readouterr().out
+    (found,) = tmp_path.glob("runs/*/*/debug.json")
+    return code, out, json.loads(found.read_text())
+
+
+def rows(report: dict) -> dict[str, dict]:
+    return {c["check"]: c for c in report["checks"]}
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_replay_names_the_module_and_the_poisoned_sample_of_rank_1(run, tmp_path, monkeypatch, capsys):
+    assert POISON not in batch_of(0, K + 1)
+    code, out, report = replay(run, tmp_path, monkeypatch, capsys, "--step", str(K), "--rank", "1")
+    assert code == 1, out
+    assert (run / "error.txt").read_text().startswith(f"non-finite loss at step {K + 1};")  # the run's own
+    # The guard's "last good state" of step K is the newest: it has handed out (not taken) step K+1's batch.
+    assert f"checkpoint nonfinite-step={K + 1}.ckpt (step {K}, sharded) of a run on 2 rank(s)" in out
+    checks = rows(report)
+    assert checks["samples"]["details"]["samples"] == batch_of(1, K + 1)
+    assert checks["samples"]["details"]["nonfinite_input_samples"] == [POISON]
+    assert checks["samples"]["details"]["nonfinite_output_samples"] == [POISON]
+    assert checks["nan"]["status"] == "FAIL"
+    assert checks["nan"]["details"]["forward"]["module"] == "net.stem.0"
+    assert f"step {K + 1}: net.stem.0 (Conv) output non-finite" in out
+    assert f"NaN/Inf inputs in sample(s) {POISON} (batch row(s) 1)" in out
+    assert "BatchNorm normalised over all 2 shares in the run, over this one here: the loss is not" in out
+    assert "--global-batch replays every share together" in out
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_rank_0_at_the_same_step_passes(run, tmp_path, monkeypatch, capsys):
+    periodic = tmp_path / "periodic"  # without the guard's checkpoint: the one saved after step K
+    shutil.copytree(run, periodic, symlinks=True)
+    for path in (periodic / "checkpoints").glob("nonfinite-*"):
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    code, out, report = replay(periodic, tmp_path, monkeypatch, capsys, "--rank", "0")  # the newest: K
+    assert code == 0, out
+    assert f"checkpoint epoch=0-step={K}.ckpt (step {K}, sharded) of a run on 2 rank(s)" in out
+    checks = rows(report)
+    assert checks["samples"]["details"]["samples"] == batch_of(0, K + 1)
+    assert {c["status"] for c in report["checks"]} == {"pass"}
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_a_ddp_step_in_micro_batches_after_the_checkpoint(runs, tmp_path, monkeypatch, capsys):
+    code, out, report = replay(
+        runs / "ddp", tmp_path, monkeypatch, capsys, "--step", str(K + 1), "--rank", "1"
+    )
+    assert code == 0, out
+    assert f"checkpoint epoch=0-step={K}.ckpt (step {K}) of a run on 2 rank(s)" in out
+    assert f"weights of step {K}: the 1 step(s) after it are not re-trained" in out
+    assert "(2 micro-batches)" in out
+    assert "BatchNorm normalised" not in out
+    assert rows(report)["samples"]["details"]["samples"] == batch_of(1, K + 2)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_both_ranks_replayed_give_the_losses_the_run_recorded(runs, tmp_path, monkeypatch, capsys):
+    recorded = json.loads((runs / "ddp" / "losses.json").read_text())["train/loss"]
+    replayed = []
+    for rank in (0, 1):
+        (tmp_path / str(rank)).mkdir()
+        args = ("--step", str(K), "--rank", str(rank))
+        code, out, report = replay(runs / "ddp", tmp_path / str(rank), monkeypatch, capsys, *args)
+        assert code == 0, out
+        replayed.append(rows(report)["samples"]["details"]["losses"])
+    # The run recorded each micro-batch's loss, averaged over the ranks: step K+1's are 2K and 2K+1.
+    assert len(recorded) == 2 * (K + 2)
+    for j in (0, 1):
+        mean = (replayed[0][j] + replayed[1][j]) / 2
+        assert mean == pytest.approx(recorded[2 * K + j], rel=1e-5), (replayed, recorded)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_the_global_batch_replayed_gives_the_loss_a_synced_batchnorm_run_recorded(
+    runs, tmp_path, monkeypatch, capsys
+):
+    recorded = json.loads((runs / "synced" / "losses.json").read_text())["train/loss"]
+    args = ("--step", str(K), "--rank", "1", "--global-batch")
+    code, out, report = replay(runs / "synced", tmp_path, monkeypatch, capsys, *args)
+    assert code == 0, out
+    assert "step 3 on all 2 data-parallel shares joined (rank 1's: rows 2..3 of each batch;" in out
+    assert "BatchNorm normalised" not in out
+    samples = rows(report)["samples"]["details"]
+    share = [batch_of(r, K + 1) for r in (0, 1)]
+    assert samples["samples"] == share[0][:2] + share[1][:2] + share[0][2:] + share[1][2:]
+    assert samples["losses"] == pytest.approx(recorded[2 * K : 2 * K + 2], rel=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_the_global_batch_of_the_poisoned_step_names_the_sample(run, tmp_path, monkeypatch, capsys):
+    args = ("--step", str(K), "--rank", "1", "--global-batch")
+    code, out, report = replay(run, tmp_path, monkeypatch, capsys, *args)
+    assert code == 1, out
+    details = rows(report)["samples"]["details"]
+    assert details["samples"] == batch_of(0, K + 1) + batch_of(1, K + 1)
+    assert details["nonfinite_input_samples"] == details["nonfinite_output_samples"] == [POISON]
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--step", str(K), "--rank", "2"], "--rank 2 is not a rank of this run: it ran on 2 rank(s), 0..1"),
+        (["--step", str(K - 1)], f"has no checkpoint at or before step {K - 1} (its checkpoints are at step"),
+        (["--step", str(K + 2)], f"--step {K + 2} is beyond the run: it trains {K + 2} steps"),
+    ],
+)
+def test_a_step_or_rank_the_run_does_not_have_is_one_line(run, args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(
+        UserError, match=f"^{_escape(message)}" if message.startswith("--") else _escape(message)
+    ):
+        main(["--from", str(run), *args])
+
+
+def test_a_folder_that_is_not_a_run_is_one_line(tmp_path):
+    with pytest.raises(
+        UserError, match="is not a run directory of `bigtrain fit` \\(no config.yaml in it\\)"
+    ):
+        main(["--from", str(tmp_path)])
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_a_broken_or_hostile_checkpoint_is_refused_in_one_line(run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, symlinks=True)
+    folders = [p for p in (copy / "checkpoints").glob("*.ckpt") if p.is_dir() and not p.is_symlink()]
+    for sharded in folders:
+        shard = next(sharded.glob("*.distcp"))
+        shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.raises(UserError, match="is broken \\(.*distcp has 100 bytes, the manifest says"):
+        main(["--from", str(copy), "--step", str(K)])
+
+    shutil.rmtree(copy)
+    shutil.copytree(run, copy, symlinks=True)
+    for sharded in folders:
+        (sharded / "meta.pt").write_bytes(pickle.dumps(_Evil(), protocol=2))
+        write_manifest(sharded, build_manifest(sharded, step=K, epoch=0))  # the attacker rewrites it too
+    with pytest.raises(
+        UserError, match="needs arbitrary code to load \\(GLOBAL .*system\\); bigtrain refuses"
+    ):
+        main(["--from", str(copy), "--step", str(K)])
+    assert not (tmp_path / "pwned").exists()
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def _escape(text: str) -> str:
+    import re
+
+    return re.escape(text)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--step", "2"], "--step needs --from RUN_DIR (the run whose step to replay)"),
+        (
+            ["cnn/glyphs", "--from", "r"],
+            "--from replays a run as its config.yaml says: leave out 'cnn/glyphs'",
+        ),
+        (["--from", "r", "--tiny"], "--from replays a run as its config.yaml says: leave out --tiny"),
+        (["--from", "r", "--model.optim.lr", "0.1"], "leave out --model.optim.lr"),
+        (["--from", "r", "--rank", "-1"], "--rank must be >= 0, got -1"),
+        (["--global-batch"], "--global-batch needs --from RUN_DIR"),
+    ],
+)
+def test_from_takes_only_step_rank_and_details(argv, message):
+    with pytest.raises(UserError, match=_escape(message)):
+        main(argv)
+
+
+def _saved(step: int, batches: int) -> dict:
+    progress = {"total": {"processed": batches}, "current": {"ready": batches, "processed": batches}}
+    return {"global_step": step, "loops": {"fit_loop": {"epoch_loop.batch_progress": progress}}}
+
+
+def test_the_batch_of_a_later_step_is_found_at_the_runs_own_batches_per_step():
+    from bigtrain.debug.replay_state import batches_ahead, epoch_length, position
+
+    assert batches_ahead(_saved(4, 2), 2, 1) == 1  # a GAN: two optimizer steps a batch
+    assert batches_ahead(_saved(2, 4), 1, 2) == 2  # two micro-batches a step
+    assert batches_ahead({}, 3, 2) == 6  # no loop state: the accumulation decides
+    assert epoch_length(10, 4) == 4 and epoch_length(10, 0.5) == 5 and epoch_length(10, None) == 10
+    # An epoch handed out to its end continues with the next epoch's first batch.
+    assert position({"epoch": 1, "batches": 8}, 0, 8) == (2, 0)
+    assert position({"epoch": 0, "batches": 6}, 3, 8) == (1, 1)
+
+
+def test_a_config_yaml_that_would_expand_without_bound_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    layers = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    layers += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    (tmp_path / "config.yaml").write_text("\n".join(layers) + "\ntrainer: *a8\n")
+    with pytest.raises(UserError, match="config.yaml expands to more than .* values through its aliases"):
+        main(["--from", str(tmp_path)])
