@@ -58,6 +58,15 @@ def _parser() -> OneLineParser:
         help="with --from: replay every rank's share of the step together (BatchNorm then sees the run's "
         "statistics; the whole global batch must fit on this device)",
     )  # fmt: skip
+    parser.add_argument(
+        "--no-catch-up", action="store_true",
+        help="with --from: when the checkpoint is older than step K, replay on its weights instead of "
+        "first training the steps in between on this device",
+    )  # fmt: skip
+    parser.add_argument(
+        "--catch-up-max", type=int, metavar="N",
+        help="with --from: train at most N steps to catch up (default 10,000)",
+    )  # fmt: skip
     return parser
 
 
@@ -87,7 +96,7 @@ def parse_layout(text: str) -> tuple[int, int]:
 def _replay_args(recipe: str | None, args: object, overrides: list[str]) -> None:
     """Vet `--from RUN_DIR [--step K] [--rank R]`: the run's own config decides everything else."""
     if args.from_run is None:
-        for name in ("step", "rank", "global_batch"):
+        for name in ("step", "rank", "global_batch", "no_catch_up", "catch_up_max"):
             if getattr(args, name) not in (None, False):
                 flag = name.replace("_", "-")
                 raise UserError(f"--{flag} needs --from RUN_DIR (the run whose step to replay)")
@@ -100,10 +109,12 @@ def _replay_args(recipe: str | None, args: object, overrides: list[str]) -> None
         raise UserError(
             f"--from replays a run as its config.yaml says: leave out {', '.join(given)} (and any override)"
         )
-    for name in ("step", "rank"):
+    if args.no_catch_up and args.catch_up_max is not None:
+        raise UserError("--no-catch-up and --catch-up-max contradict each other: give one")
+    for name in ("step", "rank", "catch_up_max"):
         value = getattr(args, name)
         if value is not None and value < 0:
-            raise UserError(f"--{name} must be >= 0, got {value!r}")
+            raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {value!r}")
 
 
 def parse(argv: list[str]) -> tuple[list[str], object, list[str]]:
@@ -153,9 +164,10 @@ def main(argv: list[str]) -> int:
     if args.from_run is not None:
         from bigtrain.debug import run_replay
 
-        return run_replay(
-            args.from_run, args.step, args.rank or 0, details=args.details, global_batch=args.global_batch
-        )
+        options = {"details": args.details, "global_batch": args.global_batch}
+        if args.no_catch_up or args.catch_up_max is not None:
+            options["catch_up_max"] = None if args.no_catch_up else args.catch_up_max
+        return run_replay(args.from_run, args.step, args.rank or 0, **options)
     from bigtrain.debug import run
 
     return run(source, args, overrides)

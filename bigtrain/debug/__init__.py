@@ -30,10 +30,9 @@ def run(source: list[str], args: Any, overrides: list[str]) -> int:
             os.environ.pop(RUN_DIR_ENV, None)
 
 
-def run_replay(
-    run_dir: str, step: int | None, rank: int, *, details: bool = False, global_batch: bool = False
-) -> int:
-    """`bigtrain debug --from RUN_DIR [--step K] [--rank R]`: one step of a run, replayed on one device."""
+def run_replay(run_dir: str, step: int | None, rank: int, **options: Any) -> int:
+    """`bigtrain debug --from RUN_DIR [--step K] [--rank R]`: one step of a run, replayed on one device
+    (`options`: `replay.replay`'s details, global_batch, catch_up_max)."""
     import os
 
     from bigtrain.debug.replay import replay
@@ -44,7 +43,7 @@ def run_replay(
     _quiet_lightning()
     owns_env = RUN_DIR_ENV not in os.environ
     try:
-        return replay(run_dir, step, rank, details=details, global_batch=global_batch)
+        return replay(run_dir, step, rank, **options)
     finally:
         if owns_env:
             os.environ.pop(RUN_DIR_ENV, None)

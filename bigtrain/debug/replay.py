@@ -21,7 +21,8 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from bigtrain.debug.checks import Verdict
-from bigtrain.debug.replay_state import Ranks, batches_ahead, epoch_length, position
+from bigtrain.debug.replay_catchup import CATCH_UP_DIR, CATCH_UP_MAX, catch_up, check_limit
+from bigtrain.debug.replay_state import Ranks, batches_ahead, epoch_length, one_device, position
 from bigtrain.debug.session import DebugCLI
 from bigtrain.debug.tensors import leaves
 from bigtrain.errors import UserError
@@ -47,6 +48,10 @@ class Replay:
     """The run's trainer.limit_train_batches (an epoch may end before the loader does)."""
     global_batch: bool = False
     """Replay every data-parallel share of the step together, as one batch."""
+    caught_up: Any = None
+    """The catch-up (a `replay_catchup.CaughtUp`) whose step-K checkpoint gives the weights, if one ran."""
+    weights: dict[str, Any] | None = None
+    """The weights of step K the catch-up trained (None: the checkpoint's own)."""
 
 
 class LoadCheckpoint(Callback):
@@ -56,7 +61,7 @@ class LoadCheckpoint(Callback):
         self.replay = replay
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
-        state = self.replay.checkpoint.get("state_dict") or {}
+        state = self.replay.weights or self.replay.checkpoint.get("state_dict") or {}
         try:
             pl_module.load_state_dict(state, strict=True)
         except RuntimeError as err:
@@ -152,18 +157,10 @@ def join(parts: list[Any]) -> Any:
 
 
 def build_argv(
-    config_file: Path, name: str, trainer: dict[str, Any], accumulation: int, gpu: bool
+    config_file: Path, trainer: dict[str, Any], accumulation: int, gpu: bool, run_dir: Path
 ) -> tuple[list[str], list[str]]:
     """The command line that builds the run's classes for one device, and one line per setting changed."""
-    from bigtrain.run_names import fresh_run_dir
-
-    precision = str(trainer.get("precision") or "32-true")
-    changes = [f"strategy {_strategy_name(trainer.get('strategy'))} -> single, one device"]
-    args = ["--trainer.strategy", "single", "--trainer.devices", "1", "--trainer.num_nodes", "1"]
-    args += ["--trainer.accelerator", "gpu" if gpu else "cpu", "--data.num_workers", "0"]
-    if not gpu and precision.startswith("16"):
-        args += ["--trainer.precision", "32-true"]
-        changes.append(f"precision {precision} -> 32-true (no float16 kernels on the CPU)")
+    args, changes = one_device(trainer, gpu)
     knobs = {
         "max_steps": 1, "max_epochs": -1, "limit_val_batches": 0, "num_sanity_val_steps": 0,
         "val_check_interval": 1.0, "check_val_every_n_epoch": 1, "logger": "false",
@@ -172,15 +169,8 @@ def build_argv(
         "limit_train_batches": "null",
     }  # fmt: skip
     args += [x for k, v in knobs.items() for x in (f"--trainer.{k}", str(v))]
-    run_dir = fresh_run_dir(f"{name}-replay")  # a new debug run; the replayed run stays as it is
     args += ["--run_dir", str(run_dir), "--ckpt_path", "null"]
     return ["--config", str(config_file), *args], changes
-
-
-def _strategy_name(value: Any) -> str:
-    if isinstance(value, dict):
-        value = value.get("class_path")
-    return str(value or "auto").rpartition(".")[2].lower()
 
 
 def sample_verdict(cli: ReplayCLI) -> Verdict:
@@ -238,17 +228,25 @@ def _indices(values: list[int]) -> str:
 
 
 def replay(
-    run_dir: str, step: int | None, rank: int, *, details: bool = False, global_batch: bool = False
+    run_dir: str,
+    step: int | None,
+    rank: int,
+    *,
+    details: bool = False,
+    global_batch: bool = False,
+    catch_up_max: int | None = CATCH_UP_MAX,
 ) -> int:
     """Replay step `step + 1` (default: the one after the newest checkpoint) of rank `rank` of the run in
-    `run_dir` on one device (`global_batch`: every rank's share together); 0 when it is finite with healthy
-    gradients, 1 when not."""
+    `run_dir` on one device (`global_batch`: every rank's share together), after training up to step `step`
+    from an older checkpoint (at most `catch_up_max` steps; None: on the checkpoint's weights); 0 when it is
+    finite with healthy gradients, 1 when not."""
     from bigtrain.checkpoints.load import load_checkpoint
     from bigtrain.config_files import check_config_files
     from bigtrain.debug import report
     from bigtrain.debug.replay_state import check_step, pick_checkpoint, run_config, run_ranks, synced_norm
     from bigtrain.debug.session import Options, verdicts
     from bigtrain.lightning_cli import build_cli
+    from bigtrain.run_names import fresh_run_dir
 
     config_file, config = run_config(run_dir)
     trainer = config["trainer"]
@@ -258,13 +256,19 @@ def replay(
     step = saved if step is None else step
     check_step(trainer, step)
     check_config_files(["--config", str(config_file)])
+    if catch_up_max is not None:
+        check_limit(saved, step, catch_up_max)
     checkpoint = load_checkpoint(path)
     ranks = run_ranks(trainer, checkpoint, rank)
     accumulation = _accumulation(config, ranks)
     limit = trainer.get("limit_train_batches")
     plan = Replay(checkpoint, path, saved, step, ranks, accumulation, limit, global_batch)
     name = str(config.get("recipe_name") or config_file.parent.name)
-    argv, changes = build_argv(config_file, name, trainer, accumulation, torch.cuda.is_available())
+    debug_dir = fresh_run_dir(f"{name}-replay")  # a new debug run; the replayed run stays as it is
+    if saved < step and catch_up_max is not None:
+        plan.caught_up = catch_up(config_file, config, plan, debug_dir / CATCH_UP_DIR)
+        plan.weights = load_checkpoint(plan.caught_up.path)["state_dict"]
+    argv, changes = build_argv(config_file, trainer, accumulation, torch.cuda.is_available(), debug_dir)
     options = Options(checks=CHECKS, steps=1)
     cli = build_cli("fit", argv, type("ReplayCLI", (ReplayCLI,), {"options": options, "replay": plan}))
     if cli.probe.seen.nonfinite is not None:
@@ -308,8 +312,12 @@ def report_lines(cli: ReplayCLI, synced: bool) -> list[str]:
         f"step {step + 1} on {share}; epoch {where.get('epoch', '?')}, loader batch "
         f"{where.get('loader_batch', '?')}): samples {_indices(getattr(cli, 'samples', []))}; {loss}",
     ]
-    if saved < step:
-        lines.append(f"weights of step {saved}: the {step - saved} step(s) after it are not re-trained")
+    if plan.caught_up is not None:
+        lines.insert(1, plan.caught_up.line())
+    elif saved < step:
+        lines.append(
+            f"weights of step {saved}: the {step - saved} step(s) after it are not re-trained (--no-catch-up)"
+        )
     norms = any(isinstance(m, BatchNormBase) for m in cli.model.modules())
     if synced and norms and not plan.global_batch:
         lines.append(

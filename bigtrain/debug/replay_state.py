@@ -188,3 +188,21 @@ def batches_ahead(checkpoint: dict[str, Any], steps: int, accumulation: int) -> 
     if isinstance(processed, int) and isinstance(done, int) and processed > 0 and done > 0:
         return steps * processed // done
     return steps * accumulation
+
+
+def one_device(trainer: dict[str, Any], gpu: bool) -> tuple[list[str], list[str]]:
+    """The overrides that run the run's classes in one process on one device, and one line per change."""
+    precision = str(trainer.get("precision") or "32-true")
+    changes = [f"strategy {_strategy_name(trainer.get('strategy'))} -> single, one device"]
+    args = ["--trainer.strategy", "single", "--trainer.devices", "1", "--trainer.num_nodes", "1"]
+    args += ["--trainer.accelerator", "gpu" if gpu else "cpu", "--data.num_workers", "0"]
+    if not gpu and precision.startswith("16"):
+        args += ["--trainer.precision", "32-true"]
+        changes.append(f"precision {precision} -> 32-true (no float16 kernels on the CPU)")
+    return args, changes
+
+
+def _strategy_name(value: Any) -> str:
+    if isinstance(value, dict):
+        value = value.get("class_path")
+    return str(value or "auto").rpartition(".")[2].lower()

@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch.utils.data import DistributedSampler
 
+from bigtrain.checkpoints.load import load_checkpoint
 from bigtrain.checkpoints.manifest import build_manifest, write_manifest
 from bigtrain.commands.debug import main
 from bigtrain.data import ImageDataModule
@@ -50,6 +51,8 @@ def batch_of(rank: int, step: int) -> list[int]:
 
 
 POISON = batch_of(1, K + 1)[1]
+EVERY, CAUGHT_UP = 4, 6
+"""The catch-up test replays step CAUGHT_UP + 1 of a run copy holding only its step-EVERY checkpoint."""
 
 
 def _fit(root: Path, name: str, strategy: str, *extra: str) -> list[str]:
@@ -89,6 +92,21 @@ def runs(tmp_path_factory) -> Path:
         "synced": _fit(
             root, "synced", "ddp", "--data.micro_batch_size", "2", "--trainer.callbacks+=recorder.Record"
         ),
+        # A checkpoint every step: the reference weights of each step for the catch-up from an older one.
+        "every_step": _fit(
+            root,
+            "every_step",
+            "fsdp",
+            "--data.micro_batch_size",
+            "2",
+            "--trainer.callbacks+=recorder.Record",
+            "--trainer.max_steps",
+            str(CAUGHT_UP + 1),
+            "--checkpoint.every_n_steps",
+            "1",
+            "--checkpoint.keep_last",
+            str(CAUGHT_UP + 1),
+        ),  # fmt: skip
     }
     path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
     with pytest.MonkeyPatch.context() as env:
@@ -154,14 +172,44 @@ def test_rank_0_at_the_same_step_passes(run, tmp_path, monkeypatch, capsys):
 @pytest.mark.distributed
 def test_a_ddp_step_in_micro_batches_after_the_checkpoint(runs, tmp_path, monkeypatch, capsys):
     code, out, report = replay(
-        runs / "ddp", tmp_path, monkeypatch, capsys, "--step", str(K + 1), "--rank", "1"
+        runs / "ddp", tmp_path, monkeypatch, capsys, "--step", str(K + 1), "--rank", "1", "--no-catch-up"
     )
     assert code == 0, out
     assert f"checkpoint epoch=0-step={K}.ckpt (step {K}) of a run on 2 rank(s)" in out
-    assert f"weights of step {K}: the 1 step(s) after it are not re-trained" in out
+    assert f"weights of step {K}: the 1 step(s) after it are not re-trained (--no-catch-up)" in out
+    assert "catching up" not in out
     assert "(2 micro-batches)" in out
     assert "BatchNorm normalised" not in out
     assert rows(report)["samples"]["details"]["samples"] == batch_of(1, K + 2)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_a_catch_up_from_an_older_sharded_checkpoint_replays_on_the_runs_weights(
+    runs, tmp_path, monkeypatch, capsys
+):
+    reference = runs / "every_step"
+    every = tmp_path / "every"  # the run as if it had checkpointed every EVERY steps
+    shutil.copytree(reference, every, symlinks=True)
+    for path in (every / "checkpoints").iterdir():
+        if not path.name.startswith(f"epoch=0-step={EVERY}.ckpt"):
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    args = ("--step", str(CAUGHT_UP), "--rank", "1", "--global-batch")
+    code, out, report = replay(every, tmp_path, monkeypatch, capsys, *args)
+    assert code == 0, out
+    assert f"checkpoint epoch=0-step={EVERY}.ckpt (step {EVERY}, sharded) of a run on 2 rank(s)" in out
+    assert f"caught up from step {EVERY} to {CAUGHT_UP} ({CAUGHT_UP - EVERY} steps on one device, " in out
+    assert f"catching up: step {CAUGHT_UP}/{CAUGHT_UP} (" in out
+    # Step K+1's loss (two micro-batches) is the one the run recorded, on the weights of step K.
+    recorded = json.loads((reference / "losses.json").read_text())["train/loss"]
+    losses = rows(report)["samples"]["details"]["losses"]
+    assert losses == pytest.approx(recorded[2 * CAUGHT_UP : 2 * CAUGHT_UP + 2], rel=1e-5, abs=1e-6)
+    (caught,) = tmp_path.glob(f"runs/*/*/catch-up/checkpoints/*step={CAUGHT_UP}.ckpt")
+    ours = load_checkpoint(caught)["state_dict"]
+    theirs = load_checkpoint(reference / "checkpoints" / f"epoch=0-step={CAUGHT_UP}.ckpt")["state_dict"]
+    assert ours.keys() == theirs.keys()
+    for key, value in theirs.items():
+        torch.testing.assert_close(ours[key], value, rtol=0, atol=1e-6, msg=key)
 
 
 @pytest.mark.slow
