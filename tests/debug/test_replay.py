@@ -331,11 +331,40 @@ def _escape(text: str) -> str:
         (["--from", "r", "--model.optim.lr", "0.1"], "leave out --model.optim.lr"),
         (["--from", "r", "--rank", "-1"], "--rank must be >= 0, got -1"),
         (["--global-batch"], "--global-batch needs --from RUN_DIR"),
+        (["--no-catch-up"], "--no-catch-up needs --from RUN_DIR"),
+        (["--catch-up-max", "5"], "--catch-up-max needs --from RUN_DIR"),
+        (["--from", "r", "--catch-up-max", "-1"], "--catch-up-max must be >= 0, got -1"),
+        (
+            ["--from", "r", "--no-catch-up", "--catch-up-max", "5"],
+            "--no-catch-up and --catch-up-max contradict each other: give one",
+        ),
     ],
 )
 def test_from_takes_only_step_rank_and_details(argv, message):
     with pytest.raises(UserError, match=_escape(message)):
         main(argv)
+
+
+@pytest.mark.parametrize(("args", "limit"), [([], 10_000), (["--catch-up-max", "40"], 40)])
+def test_a_catch_up_longer_than_the_limit_is_refused_before_anything_loads(args, limit, tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("trainer:\n  max_steps: 100000\n")
+    saved = run / "checkpoints" / "epoch=0-step=5.ckpt"
+    saved.write_bytes(b"not read: the limit is checked first")
+    write_manifest(saved, build_manifest(saved, step=5, epoch=0))
+    step = 5 + limit + 1
+    with pytest.raises(
+        UserError,
+        match=_escape(
+            f"the newest checkpoint at or before step {step} is at step 5: catching up would train "
+            f"{limit + 1} steps on one device, more than --catch-up-max {limit}; give a larger"
+        ),
+    ):
+        main(["--from", str(run), "--step", str(step), *args])
+    main_ok = ["--from", str(run), "--step", str(step - 1), *args]  # within the limit: it loads the file
+    with pytest.raises(UserError, match="epoch=0-step=5.ckpt"):
+        main(main_ok)
 
 
 def _saved(step: int, batches: int) -> dict:
