@@ -21,7 +21,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from bigtrain.debug.checks import Verdict
-from bigtrain.debug.replay_catchup import CATCH_UP_DIR, CATCH_UP_MAX, catch_up, check_limit
+from bigtrain.debug.replay_catchup import CATCH_UP_MAX, catch_up, check_limit
 from bigtrain.debug.replay_state import Ranks, batches_ahead, epoch_length, one_device, position
 from bigtrain.debug.session import DebugCLI
 from bigtrain.debug.tensors import leaves
@@ -238,8 +238,8 @@ def replay(
 ) -> int:
     """Replay step `step + 1` (default: the one after the newest checkpoint) of rank `rank` of the run in
     `run_dir` on one device (`global_batch`: every rank's share together), after training up to step `step`
-    from an older checkpoint (at most `catch_up_max` steps; None: on the checkpoint's weights); 0 when it is
-    finite with healthy gradients, 1 when not."""
+    from an older checkpoint (at most `catch_up_max` steps; None: on the checkpoint's weights), in a new debug
+    run directory (the replayed run is left as it is); 0 when finite with healthy gradients, 1 when not."""
     from bigtrain.checkpoints.load import load_checkpoint
     from bigtrain.config_files import check_config_files
     from bigtrain.debug import report
@@ -257,18 +257,15 @@ def replay(
     check_step(trainer, step)
     check_config_files(["--config", str(config_file)])
     if catch_up_max is not None:
-        check_limit(saved, step, catch_up_max)
+        check_limit(saved, step, catch_up_max)  # before the checkpoint of a big model is loaded
     checkpoint = load_checkpoint(path)
     ranks = run_ranks(trainer, checkpoint, rank)
-    accumulation = _accumulation(config, ranks)
     limit = trainer.get("limit_train_batches")
-    plan = Replay(checkpoint, path, saved, step, ranks, accumulation, limit, global_batch)
-    name = str(config.get("recipe_name") or config_file.parent.name)
-    debug_dir = fresh_run_dir(f"{name}-replay")  # a new debug run; the replayed run stays as it is
+    plan = Replay(checkpoint, path, saved, step, ranks, _accumulation(config, ranks), limit, global_batch)
+    debug_dir = fresh_run_dir(f"{config.get('recipe_name') or config_file.parent.name}-replay")
     if saved < step and catch_up_max is not None:
-        plan.caught_up = catch_up(config_file, config, plan, debug_dir / CATCH_UP_DIR)
-        plan.weights = load_checkpoint(plan.caught_up.path)["state_dict"]
-    argv, changes = build_argv(config_file, trainer, accumulation, torch.cuda.is_available(), debug_dir)
+        catch_up(config_file, config, plan, debug_dir)  # trains to step K; the replay takes its weights
+    argv, changes = build_argv(config_file, trainer, plan.accumulation, torch.cuda.is_available(), debug_dir)
     options = Options(checks=CHECKS, steps=1)
     cli = build_cli("fit", argv, type("ReplayCLI", (ReplayCLI,), {"options": options, "replay": plan}))
     if cli.probe.seen.nonfinite is not None:

@@ -18,13 +18,16 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from bigtrain.debug.replay_state import Ranks, checkpoint_steps, one_device
 from bigtrain.errors import UserError
 from bigtrain.lightning_cli import BigtrainCLI
+
+if TYPE_CHECKING:
+    from bigtrain.debug.replay import Replay
 
 CATCH_UP_DIR = "catch-up"
 """The scratch run directory of the catch-up, inside the debug run's directory."""
@@ -131,12 +134,13 @@ def resumable(config_file: Path, path: Path, saved: int, scratch: Path) -> Path:
     return out
 
 
-def catch_up(config_file: Path, config: dict[str, Any], plan: Any, scratch: Path) -> CaughtUp:
-    """Train steps `plan.saved_step`+1 .. `plan.step` of the run from `plan.path` on one device, into
-    `scratch`; the step-K checkpoint it wrote."""
+def catch_up(config_file: Path, config: dict[str, Any], plan: Replay, debug_dir: Path) -> None:
+    """Train steps `plan.saved_step`+1 .. `plan.step` of the run from `plan.path` on one device, in
+    `debug_dir`/catch-up; `plan` then holds the catch-up and the weights of its step-K checkpoint."""
+    from bigtrain.checkpoints.load import load_checkpoint
     from bigtrain.lightning_cli import build_cli
 
-    start, stop = plan.saved_step, plan.step
+    scratch, start, stop = debug_dir / CATCH_UP_DIR, plan.saved_step, plan.step
     scratch.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     source = resumable(config_file, plan.path, start, scratch)
@@ -157,4 +161,5 @@ def catch_up(config_file: Path, config: dict[str, Any], plan: Any, scratch: Path
             f"the catch-up from step {start} stopped before step {stop} (at step {reached} or earlier; see "
             f"its run directory {str(scratch)!r}); replay an earlier --step, or give --no-catch-up"
         )
-    return CaughtUp(found[0], start, stop, time.perf_counter() - began)
+    plan.caught_up = CaughtUp(found[0], start, stop, time.perf_counter() - began)
+    plan.weights = load_checkpoint(found[0])["state_dict"]

@@ -70,7 +70,8 @@ def _fit(root: Path, name: str, strategy: str, *extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
     """One 2-rank launch: FSDP with a sharded checkpoint every K steps, stopped by the NaN of step K+1
-    (`poisoned`); DDP in micro-batches of 2 with a checkpoint file every K steps (`ddp`)."""
+    (`poisoned`); DDP in micro-batches of 2 with a checkpoint file every K steps (`ddp`, `synced`); FSDP in
+    micro-batches of 2 with a sharded checkpoint every step (`every_step`)."""
     sys.path.insert(0, str(ROOT / "tests" / "distributed"))
     from dist_helpers import launch, wait
 
