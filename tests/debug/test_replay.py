@@ -250,6 +250,20 @@ def test_the_global_batch_replayed_gives_the_loss_a_synced_batchnorm_run_recorde
 
 @pytest.mark.slow
 @pytest.mark.distributed
+def test_a_catch_up_from_a_ddp_checkpoint_file_gives_the_next_steps_recorded_loss(
+    runs, tmp_path, monkeypatch, capsys
+):
+    recorded = json.loads((runs / "synced" / "losses.json").read_text())["train/loss"]
+    args = ("--step", str(K + 1), "--rank", "0", "--global-batch")
+    code, out, report = replay(runs / "synced", tmp_path, monkeypatch, capsys, *args)
+    assert code == 0, out
+    assert f"caught up from step {K} to {K + 1} (1 steps on one device, " in out
+    losses = rows(report)["samples"]["details"]["losses"]
+    assert losses == pytest.approx(recorded[2 * K + 2 : 2 * K + 4], rel=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_the_global_batch_of_the_poisoned_step_names_the_sample(run, tmp_path, monkeypatch, capsys):
     args = ("--step", str(K), "--rank", "1", "--global-batch")
     code, out, report = replay(run, tmp_path, monkeypatch, capsys, *args)
@@ -275,13 +289,6 @@ def test_a_step_or_rank_the_run_does_not_have_is_one_line(run, args, message, tm
         UserError, match=f"^{_escape(message)}" if message.startswith("--") else _escape(message)
     ):
         main(["--from", str(run), *args])
-
-
-def test_a_folder_that_is_not_a_run_is_one_line(tmp_path):
-    with pytest.raises(
-        UserError, match="is not a run directory of `bigtrain fit` \\(no config.yaml in it\\)"
-    ):
-        main(["--from", str(tmp_path)])
 
 
 @pytest.mark.slow
@@ -318,77 +325,3 @@ def _escape(text: str) -> str:
     import re
 
     return re.escape(text)
-
-
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (["--step", "2"], "--step needs --from RUN_DIR (the run whose step to replay)"),
-        (
-            ["cnn/glyphs", "--from", "r"],
-            "--from replays a run as its config.yaml says: leave out 'cnn/glyphs'",
-        ),
-        (["--from", "r", "--tiny"], "--from replays a run as its config.yaml says: leave out --tiny"),
-        (["--from", "r", "--model.optim.lr", "0.1"], "leave out --model.optim.lr"),
-        (["--from", "r", "--rank", "-1"], "--rank must be >= 0, got -1"),
-        (["--global-batch"], "--global-batch needs --from RUN_DIR"),
-        (["--no-catch-up"], "--no-catch-up needs --from RUN_DIR"),
-        (["--catch-up-max", "5"], "--catch-up-max needs --from RUN_DIR"),
-        (["--from", "r", "--catch-up-max", "-1"], "--catch-up-max must be >= 0, got -1"),
-        (
-            ["--from", "r", "--no-catch-up", "--catch-up-max", "5"],
-            "--no-catch-up and --catch-up-max contradict each other: give one",
-        ),
-    ],
-)
-def test_from_takes_only_step_rank_and_details(argv, message):
-    with pytest.raises(UserError, match=_escape(message)):
-        main(argv)
-
-
-@pytest.mark.parametrize(("args", "limit"), [([], 10_000), (["--catch-up-max", "40"], 40)])
-def test_a_catch_up_longer_than_the_limit_is_refused_before_anything_loads(args, limit, tmp_path):
-    run = tmp_path / "run"
-    (run / "checkpoints").mkdir(parents=True)
-    (run / "config.yaml").write_text("trainer:\n  max_steps: 100000\n")
-    saved = run / "checkpoints" / "epoch=0-step=5.ckpt"
-    saved.write_bytes(b"not read: the limit is checked first")
-    write_manifest(saved, build_manifest(saved, step=5, epoch=0))
-    step = 5 + limit + 1
-    with pytest.raises(
-        UserError,
-        match=_escape(
-            f"the newest checkpoint at or before step {step} is at step 5: catching up would train "
-            f"{limit + 1} steps on one device, more than --catch-up-max {limit}; give a larger"
-        ),
-    ):
-        main(["--from", str(run), "--step", str(step), *args])
-    main_ok = ["--from", str(run), "--step", str(step - 1), *args]  # within the limit: it loads the file
-    with pytest.raises(UserError, match="epoch=0-step=5.ckpt"):
-        main(main_ok)
-
-
-def _saved(step: int, batches: int) -> dict:
-    progress = {"total": {"processed": batches}, "current": {"ready": batches, "processed": batches}}
-    return {"global_step": step, "loops": {"fit_loop": {"epoch_loop.batch_progress": progress}}}
-
-
-def test_the_batch_of_a_later_step_is_found_at_the_runs_own_batches_per_step():
-    from bigtrain.debug.replay_state import batches_ahead, epoch_length, position
-
-    assert batches_ahead(_saved(4, 2), 2, 1) == 1  # a GAN: two optimizer steps a batch
-    assert batches_ahead(_saved(2, 4), 1, 2) == 2  # two micro-batches a step
-    assert batches_ahead({}, 3, 2) == 6  # no loop state: the accumulation decides
-    assert epoch_length(10, 4) == 4 and epoch_length(10, 0.5) == 5 and epoch_length(10, None) == 10
-    # An epoch handed out to its end continues with the next epoch's first batch.
-    assert position({"epoch": 1, "batches": 8}, 0, 8) == (2, 0)
-    assert position({"epoch": 0, "batches": 6}, 3, 8) == (1, 1)
-
-
-def test_a_config_yaml_that_would_expand_without_bound_is_refused_before_it_is_read(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    layers = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
-    layers += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
-    (tmp_path / "config.yaml").write_text("\n".join(layers) + "\ntrainer: *a8\n")
-    with pytest.raises(UserError, match="config.yaml expands to more than .* values through its aliases"):
-        main(["--from", str(tmp_path)])
