@@ -61,6 +61,10 @@ class CatchUpProgress(Callback):
         self._began = time.perf_counter()
         self._last = start
 
+    def due(self, step: int) -> bool:
+        """Whether optimizer step `step` gets a line: every `every` steps from the start, and the last."""
+        return (step - self.start) % self.every == 0 or step >= self.stop
+
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
         self._began = time.perf_counter()  # the time per step leaves out building and loading
 
@@ -68,7 +72,7 @@ class CatchUpProgress(Callback):
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, idx: int
     ) -> None:
         step = trainer.global_step
-        if step == self._last or ((step - self.start) % self.every and step < self.stop):
+        if step == self._last or not self.due(step):
             return  # accumulating (no optimizer step yet), or not a line's step
         self._last = step
         per_step = (time.perf_counter() - self._began) / max(step - self.start, 1)

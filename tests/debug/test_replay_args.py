@@ -91,3 +91,11 @@ def test_a_config_yaml_that_would_expand_without_bound_is_refused_before_it_is_r
     (tmp_path / "config.yaml").write_text("\n".join(layers) + "\ntrainer: *a8\n")
     with pytest.raises(UserError, match="config.yaml expands to more than .* values through its aliases"):
         main(["--from", str(tmp_path)])
+
+
+def test_a_catch_up_prints_a_line_every_tenth_of_its_steps_and_at_the_last():
+    from bigtrain.debug.replay_catchup import CatchUpProgress
+
+    assert [s for s in range(101, 141) if CatchUpProgress(100, 140).due(s)] == list(range(104, 141, 4))
+    assert [s for s in range(5, 12) if CatchUpProgress(4, 11).due(s)] == list(range(5, 12))
+    assert [s for s in range(1, 26) if CatchUpProgress(0, 25).due(s)] == [*range(2, 25, 2), 25]
