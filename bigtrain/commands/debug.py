@@ -16,8 +16,9 @@ DESCRIPTION = (
     "the data, shapes, gradient flow, that it learns, where a NaN starts, and the time per phase. Exit 0: "
     "all checks pass; 1: a check found a problem; 2: a mistake on the command line. Any other option is a "
     "recipe override, e.g. --model.optim.lr 0.01. With --from RUN_DIR [--step K] [--rank R]: load the run's "
-    "checkpoint at or before step K, rebuild the batch rank R took at step K+1, and run that one step on one "
-    "device with the NaN and gradient checks."
+    "checkpoint at or before step K (older than K: first train the steps in between on one device, as the "
+    "run did), rebuild the batch rank R took at step K+1, and run that one step on one device with the NaN "
+    "and gradient checks."
 )
 
 
@@ -25,7 +26,7 @@ def _parser() -> OneLineParser:
     parser = OneLineParser(
         prog="bigtrain debug",
         usage="bigtrain debug RECIPE|--config FILE [options] [recipe overrides]\n"
-        "       bigtrain debug --from RUN_DIR [--step K] [--rank R]",
+        "       bigtrain debug --from RUN_DIR [--step K] [--rank R] [--no-catch-up | --catch-up-max N]",
         description=DESCRIPTION,
     )
     parser.add_argument("--config", help="a config YAML (a run's config.yaml) instead of a recipe name")
