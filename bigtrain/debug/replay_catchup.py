@@ -115,13 +115,15 @@ def fit_argv(
     if data.get("micro_batch_size") and data.get("batch_size"):
         split = split_batch(int(data["batch_size"]), ranks.layout, int(data["micro_batch_size"]))
         argv += ["--data.micro_batch_size", str(split.loader_batch * ranks.layout.size)]
+    # No validation (it leaves the training generators and weights alone) and no logs; keep the run's
+    # limit_train_batches and accumulation, which decide where an epoch ends and what a step is.
     knobs = {
         "max_steps": stop, "max_epochs": -1, "max_time": "null", "limit_val_batches": 0,
         "num_sanity_val_steps": 0, "val_check_interval": 1.0, "check_val_every_n_epoch": 1,
         "logger": "false", "enable_progress_bar": "false", "enable_model_summary": "false",
     }  # fmt: skip
     argv += [x for k, v in knobs.items() for x in (f"--trainer.{k}", str(v))]
-    argv += ["--checkpoint.every_n_steps", str(stop), "--checkpoint.keep_last", "1"]
+    argv += ["--checkpoint.every_n_steps", str(stop), "--checkpoint.keep_last", "1"]  # step K's alone
     argv += ["--checkpoint.best", "null", "--throughput.enabled", "false"]
     return ["--config", str(config_file), *argv, "--run_dir", str(scratch), "--ckpt_path", str(start)]
 
