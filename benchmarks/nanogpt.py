@@ -154,7 +154,7 @@ def table(results: dict[str, dict], steps: int) -> str:
     """The markdown table: ms/step of each, bigtrain's ratio, and each full-validation loss."""
     base = results["plain"]
     lines = [
-        f"nanoGPT protocol: `{RECIPE}`, {steps} steps, both at once, each on its own core "
+        f"`{RECIPE}`, {steps} steps, both at once, each on its own core "
         "(goals: bigtrain <= 1.02x the plain loop's ms/step; full-validation loss <= 1.90)",
         "",
         "| run | CPU ms/step | vs plain | wall ms/step | vs plain | full-validation loss |",
