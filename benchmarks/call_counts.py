@@ -16,9 +16,11 @@ import cProfile
 import pstats
 import sys
 from collections import Counter
+from pathlib import Path
 
 import benchmarks.contenders as contenders
 
+ROOT = f"{Path(__file__).resolve().parents[1]}/"
 LOG_EVERY = 20
 """log_every_n_steps of both contenders."""
 FIRST = 200
@@ -28,8 +30,9 @@ FIRST = 200
 class ProfilingClock(contenders.Clock):
     """The contenders' step clock, also switching a profiler on for the non-logging steps from FIRST on."""
 
-    def __init__(self) -> None:
+    def __init__(self, last: int) -> None:
         super().__init__()
+        self.last = last  # the run's final step ends in the loop's exit (saves, teardown): not profiled
         self.profile = cProfile.Profile()
         self.on = False
         self.steps = 0
@@ -40,7 +43,7 @@ class ProfilingClock(contenders.Clock):
             self.on = False
         step = len(self.times)  # the optimizer step this batch makes (no accumulation)
         super().step_started()
-        if step >= FIRST and (step + 1) % LOG_EVERY:
+        if FIRST <= step < self.last and (step + 1) % LOG_EVERY:
             self.steps += 1
             self.on = True
             self.profile.enable()
@@ -48,16 +51,13 @@ class ProfilingClock(contenders.Clock):
 
 def per_step_calls(contender: str, steps: int) -> Counter[str]:
     """{function: calls per profiled step} of one contender's run."""
-    clock = ProfilingClock()
+    clock = ProfilingClock(last=steps - 1)
     contenders.CLOCK = clock
     getattr(contenders, contender)("fixed", steps)
-    if clock.on:
-        clock.profile.disable()
-    # The last iteration ends in the loop's exit, not at a next step start: leave it out of the count.
     stats = pstats.Stats(clock.profile).stats  # type: ignore[attr-defined]
     counts: Counter[str] = Counter()
     for (file, line, name), (_, ncalls, *_rest) in stats.items():
-        where = file.split("site-packages/")[-1] if "site-packages/" in file else file
+        where = file.split("site-packages/")[-1] if "site-packages/" in file else file.removeprefix(ROOT)
         counts[f"{name} ({where}:{line})"] += ncalls / clock.steps
     return counts
 

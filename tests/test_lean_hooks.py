@@ -95,3 +95,13 @@ def test_every_run_gets_lean_hooks(tmp_path):
     for fitting in (True, False):
         made = default_callbacks(tmp_path, {"enable_progress_bar": False}, fitting=fitting)
         assert sum(isinstance(c, LeanHooks) for c in made) == 1
+
+
+def test_a_bigtrain_fit_step_calls_no_empty_callback_hook():
+    """Through `bigtrain fit` (the fixed-cost GPT): Callback's own empty hooks never run on a step."""
+    from benchmarks import call_counts
+
+    calls = call_counts.per_step_calls("bigtrain", call_counts.FIRST + 30)
+    empty = {k: n for k, n in calls.items() if k.startswith("on_") and "pytorch/callbacks/callback.py" in k}
+    assert empty == {}
+    assert calls["on_train_batch_end (bigtrain/callbacks/final_step.py:19)"] == 1  # a hook in use still runs
