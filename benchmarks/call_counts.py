@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -57,7 +58,8 @@ def per_step_calls(contender: str, steps: int) -> Counter[str]:
     stats = pstats.Stats(clock.profile).stats  # type: ignore[attr-defined]
     counts: Counter[str] = Counter()
     for (file, line, name), (_, ncalls, *_rest) in stats.items():
-        where = file.split("site-packages/")[-1] if "site-packages/" in file else file.removeprefix(ROOT)
+        # Installed packages and the standard library by their import path, the project's files relative.
+        where = re.sub(r".*/(site-packages|lib/python3\.\d+)/", "", file).removeprefix(ROOT)
         counts[f"{name} ({where}:{line})"] += ncalls / clock.steps
     return counts
 
