@@ -164,6 +164,8 @@ def lightning(net: str, steps: int) -> None:
     import torch.nn.functional as F
     from lightning.pytorch import LightningModule, Trainer
 
+    if net == "cnn":
+        raise SystemExit("benchmarks.contenders: no plain Lightning contender for --net cnn")
     model, opt, sched, loader, _, _ = _parts(net, steps)
 
     class Plain(LightningModule):
