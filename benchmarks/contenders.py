@@ -1,10 +1,11 @@
-"""One timed training run of a GPT on the built-in corpus: a raw PyTorch loop, plain Lightning, or `bigtrain
-fit`, on the same model, optimizer, schedule, clipping and data (bigtrain's TextDataModule loader).
+"""One timed training run: a raw PyTorch loop, plain Lightning, or `bigtrain fit`, on the same model,
+optimizer, schedule, clipping and data (bigtrain's DataModule loader).
 
-    python -m benchmarks.contenders raw|lightning|bigtrain --net fixed|recipe --steps N --out result.json
+    python -m benchmarks.contenders raw|lightning|bigtrain --net fixed|recipe|cnn --steps N --out result.json
 
-`fixed` is the 1-layer 16-wide GPT at batch 2 whose step is nearly all framework overhead (fixed per-step
-cost); `recipe` is `transformer/builtin-char` as packaged (the tiny preset, batch 32). Writes {"step_ms":
+`fixed` is the 1-layer 16-wide GPT at batch 2 on the built-in corpus, whose step is nearly all framework
+overhead (fixed per-step cost); `recipe` is `transformer/builtin-char` as packaged (the tiny preset, batch
+32); `cnn` is `cnn/glyphs` as packaged (the tiny ResNet, batch 64; no lightning contender). Writes {"step_ms":
 median wall time of a step from step 200 on, "cpu_ms": the same in CPU time of the process, "startup_s":
 process start to the end of the first optimizer step}. On a shared, loaded machine the CPU time is the
 steadier measure of what a step costs: waiting for a core does not count in it.
@@ -26,6 +27,7 @@ WARMUP_STEPS = 200
 NETS = {
     "fixed": {"n_layer": 1, "n_head": 1, "n_embd": 16, "batch": 2},
     "recipe": {"batch": 32},  # the recipe's own net (the tiny preset)
+    "cnn": {},  # cnn/glyphs as packaged
 }
 BLOCK, LR, BETAS, WD, WARMUP, MIN_LR, CLIP = 64, 2e-3, (0.9, 0.99), 0.1, 40, 2e-4, 1.0
 """transformer/builtin-char's settings."""
@@ -66,8 +68,12 @@ CLOCK = Clock()
 
 
 def _parts(net: str, steps: int):  # noqa: ANN202
-    """(GPT, AdamW, LambdaLR, train loader) as bigtrain builds them for transformer/builtin-char."""
+    """(network, optimizer, LambdaLR, train loader, loss, clip) as bigtrain builds them for the recipe."""
     import torch
+    import torch.nn.functional as F
+
+    if net == "cnn":
+        return _cnn_parts(steps)
 
     from bigtrain.data.text import TextDataModule
     from bigtrain.models.config import resolve
@@ -83,24 +89,55 @@ def _parts(net: str, steps: int):  # noqa: ANN202
     optim = OptimConfig(lr=LR, betas=BETAS, weight_decay=WD, warmup_steps=WARMUP, min_lr=MIN_LR)
     opt = build_optimizer(list(model.parameters()), optim)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, optim, steps))
-    return model, opt, sched, data.train_dataloader()
+
+    def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.flatten(0, 1), y.flatten())
+
+    return model, opt, sched, data.train_dataloader(), loss_fn, CLIP
+
+
+def _cnn_parts(steps: int):  # noqa: ANN202
+    """The ResNet, optimizer, schedule, loader, loss and clip of cnn/glyphs, read from the recipe."""
+    import torch
+    import torch.nn.functional as F
+
+    from bigtrain.data import ImageDataModule
+    from bigtrain.lightning_cli import resolve
+    from bigtrain.models.cnn.model import PRESETS, ResNet, ResNetConfig
+    from bigtrain.models.config import resolve as resolve_net
+    from bigtrain.models.optim import OptimConfig, build_optimizer, lr_factor
+
+    config = resolve("fit", ["--recipe", "cnn/glyphs"])
+    data = ImageDataModule(**config["data"]["init_args"])
+    data.setup("fit")
+    args = config["model"]["init_args"]
+    torch.manual_seed(config["seed_everything"])
+    sizes = {"in_channels": data.channels, "num_classes": data.num_classes}
+    model = ResNet(resolve_net(ResNetConfig(**{**args["net"], **sizes}), PRESETS))
+    optim = OptimConfig(**args["optim"])
+    opt = build_optimizer(list(model.parameters()), optim)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, optim, steps))
+
+    def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, y, label_smoothing=args["label_smoothing"])
+
+    return model, opt, sched, data.train_dataloader(), loss_fn, config["trainer"].get("gradient_clip_val")
 
 
 def raw(net: str, steps: int) -> None:
     """The hand-written loop: forward, loss, backward, clip, step, schedule."""
     import torch
-    import torch.nn.functional as F
 
-    model, opt, sched, loader = _parts(net, steps)
+    model, opt, sched, loader, loss_fn, clip = _parts(net, steps)
     step = 0
     while step < steps:
         for x, y in loader:
             CLOCK.step_started()
-            logits = model(x)
-            loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+            loss = loss_fn(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+            if clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             opt.step()
             sched.step()
             CLOCK.step_ended()
@@ -127,7 +164,9 @@ def lightning(net: str, steps: int) -> None:
     import torch.nn.functional as F
     from lightning.pytorch import LightningModule, Trainer
 
-    model, opt, sched, loader = _parts(net, steps)
+    if net == "cnn":
+        raise SystemExit("benchmarks.contenders: no plain Lightning contender for --net cnn")
+    model, opt, sched, loader, _, _ = _parts(net, steps)
 
     class Plain(LightningModule):
         def __init__(self) -> None:
@@ -152,9 +191,17 @@ def lightning(net: str, steps: int) -> None:
 
 
 def bigtrain(net: str, steps: int) -> None:
-    """`bigtrain fit --recipe transformer/builtin-char`, defaults, no progress bar, no validation."""
+    """`bigtrain fit --recipe transformer/builtin-char` (or cnn/glyphs), defaults, no progress bar, no
+    validation."""
     from bigtrain.lightning_cli import run
 
+    if net == "cnn":
+        with tempfile.TemporaryDirectory() as root:
+            run("fit", ["--recipe", "cnn/glyphs", "--trainer.max_steps", str(steps), "--trainer.max_epochs",
+                        "-1", "--trainer.enable_progress_bar", "false", "--trainer.limit_val_batches", "0",
+                        "--run_dir", f"{root}/run",
+                        "--trainer.callbacks+=benchmarks.contenders.StepTimer"])  # fmt: skip
+        return
     sizes = [a for k, v in NETS[net].items() if k != "batch" for a in (f"--model.net.{k}", str(v))]
     with tempfile.TemporaryDirectory() as root:
         run("fit", ["--recipe", "transformer/builtin-char", *sizes,

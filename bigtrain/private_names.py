@@ -72,6 +72,8 @@ PRIVATE_NAMES: tuple[PrivateName, ...] = (
     PrivateName("lightning.fabric.strategies.launchers.subprocess_script", "_ChildProcessObserver"),
     PrivateName("lightning.fabric.strategies.launchers.subprocess_script:_ChildProcessObserver", "_run"),
     PrivateName("lightning.pytorch.core.optimizer", "_configure_optimizers"),
+    # Lightning's callback dispatch, which skips a hook attribute that is not callable (per-batch cost).
+    PrivateName("lightning.pytorch.trainer.call", "_call_callback_hooks"),
     # torch.
     PrivateName("torch.nn:Module", "_buffers", on_instance=True),
     PrivateName("torch.nn:Module", "_non_persistent_buffers_set", on_instance=True),

@@ -31,6 +31,20 @@ def val_metrics(trainer: Trainer) -> dict[str, float]:
     return out
 
 
+def train_losses(trainer: Trainer) -> dict[str, float]:
+    """The training losses last logged: `train/loss` (the GAN: `train/d_loss`, `train/g_loss`)."""
+    out = {}
+    for name, value in trainer.callback_metrics.items():
+        if (
+            name.startswith("train/")
+            and name.endswith("loss")
+            and isinstance(value, torch.Tensor)
+            and value.numel() == 1
+        ):
+            out[name] = float(value)  # a host read: see StepProgressBar.train_refresh_s
+    return out
+
+
 def bounded_by_steps(trainer: Trainer) -> bool:
     """Whether max_steps, not max_epochs, ends the run."""
     if trainer.max_steps is None or trainer.max_steps < 0:
@@ -46,7 +60,18 @@ def bounded_by_steps(trainer: Trainer) -> bool:
 
 class StepProgressBar(RichProgressBar):
     """Rich's bar counting optimizer steps (`step 120/2000`) when max_steps ends the run, epochs otherwise,
-    with the family's validation metrics beside the training loss."""
+    with the family's validation metrics beside the training loss.
+
+    The losses are not logged for Lightning's progress bar, which reads them to the host at every step; this
+    bar reads them from `callback_metrics` at most every `train_refresh_s` seconds while it moves each step.
+    """
+
+    train_refresh_s = 0.5
+    """Seconds between reads of the training losses (each read waits for the device)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._losses: tuple[float, dict[str, float]] = (-math.inf, {})  # (when read, values)
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
         super().on_train_epoch_start(trainer, pl_module)
@@ -64,7 +89,10 @@ class StepProgressBar(RichProgressBar):
 
     def get_metrics(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:  # noqa: D102
         items = super().get_metrics(trainer, pl_module)
-        items.update({k: v for k, v in val_metrics(trainer).items() if k not in items})
+        now = time.monotonic()
+        if now - self._losses[0] >= self.train_refresh_s:
+            self._losses = (now, train_losses(trainer))
+        items.update({k: v for k, v in {**self._losses[1], **val_metrics(trainer)}.items() if k not in items})
         items.pop("v_num", None)
         return items
 

@@ -110,9 +110,10 @@ def default_callbacks(
     terminal, else `progress`, a ProgressLog), and preemption handling and throughput/MFU (`throughput`, a
     ThroughputMeter) while fitting."""
     from bigtrain.callbacks.final_step import FinalStep
+    from bigtrain.callbacks.lean_hooks import LeanHooks
     from bigtrain.callbacks.peers import PeerWatch
 
-    callbacks: list[Callback] = [PeerWatch()]  # a dead or hung rank: name it, stop the others
+    callbacks: list[Callback] = [PeerWatch(), LeanHooks()]  # LeanHooks: no calls of empty per-batch hooks
     if trainer_config.get("enable_progress_bar", True) is not False:
         from bigtrain.callbacks.progress import progress_callbacks
 

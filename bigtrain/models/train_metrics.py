@@ -5,11 +5,13 @@ A rank's loss is the mean over its share of the global batch. At a step the logg
 collective, so TensorBoard shows the same numbers under single, ddp and fsdp. On the steps in between
 nothing is reduced: those values only reach the progress bar (this rank's share), and a collective there
 would cost a host sync on every step (see DESIGN.md, "How a step should cost").
+
+None is logged with Lightning's `prog_bar`: Lightning turns progress-bar values into Python numbers at the
+end of every batch, a host sync on every step. bigtrain's bars read the training losses from
+`trainer.callback_metrics` instead, when they draw (`bigtrain.callbacks.progress`).
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterable
 
 import torch
 from lightning.pytorch import LightningModule
@@ -27,20 +29,17 @@ def global_means(strategy: Strategy, values: dict[str, torch.Tensor], size: int)
     return dict(zip(values, means.unbind(), strict=True))
 
 
-def log_train(
-    module: LightningModule, values: dict[str, torch.Tensor], size: int, prog_bar: Iterable[str] = ()
-) -> None:
+def log_train(module: LightningModule, values: dict[str, torch.Tensor], size: int) -> None:
     """Log `train/<name>` per step: the global batch's value at logging steps, this rank's in between."""
     trainer = attached_trainer(module)
     if values and trainer is not None and logs_this_batch(trainer):
         values = global_means(trainer.strategy, values, size)
-    shown = set(prog_bar)
     for name, value in values.items():
         module.log(
             f"train/{name}",
             value.detach(),
             on_step=True,
             on_epoch=False,
-            prog_bar=name in shown,
+            prog_bar=False,
             batch_size=size,
         )

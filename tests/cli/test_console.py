@@ -134,3 +134,16 @@ def test_recipe_help_lists_model_and_data_options_presets_and_ckpt_path_auto():
 )
 def test_strategy_help_shows_the_strategys_options(args):
     assert "--trainer.strategy.tensor_parallel_size" in _help(*args)
+
+
+def test_step_bar_reads_the_training_losses_itself_at_most_every_refresh():
+    """Lightning's bar reads logged losses to the host every step; this one reads them when it redraws."""
+    bar = StepProgressBar()
+    trainer = SimpleNamespace(callback_metrics={}, progress_bar_metrics={}, loggers=[])
+    trainer.callback_metrics = {"train/d_loss": torch.tensor(0.5), "train/g_loss": torch.tensor(2.0)}
+    trainer.callback_metrics["train/d_real"] = torch.tensor(0.7)  # not a loss: not shown
+    assert bar.get_metrics(trainer, None) == {"train/d_loss": 0.5, "train/g_loss": 2.0}
+    trainer.callback_metrics["train/d_loss"] = torch.tensor(0.25)
+    assert bar.get_metrics(trainer, None)["train/d_loss"] == 0.5  # within train_refresh_s: not read again
+    bar.train_refresh_s = 0.0
+    assert bar.get_metrics(trainer, None)["train/d_loss"] == 0.25

@@ -152,7 +152,7 @@ class AutoencoderModule(LightningModule):
         values["loss"] = loss
         # Training logs per step (TensorBoard then shows plain `train/loss`); evaluation per epoch.
         if stage == "train":
-            log_train(self, values, size, prog_bar=["loss"])
+            log_train(self, values, size)
             return loss
         for name, value in values.items():
             self.log(f"{stage}/{name}", value, prog_bar=name == "loss", sync_dist=True, batch_size=size)

@@ -97,7 +97,7 @@ class ResNetClassifier(LightningModule):
         size = x.shape[0]
         # Training logs per step (TensorBoard then shows plain `train/loss`); evaluation per epoch.
         if stage == "train":
-            log_train(self, {"loss": loss}, size, prog_bar=["loss"])
+            log_train(self, {"loss": loss}, size)
         else:
             self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=size)
         for name in ("acc", "acc_top5"):

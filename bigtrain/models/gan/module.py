@@ -207,7 +207,7 @@ class DCGANModule(LightningModule):
         # Training metrics per step (their own names, no _step/_epoch suffixes); held-out ones per epoch.
         losses = [name for name in metrics if name.endswith("loss")]
         if stage == "train":
-            log_train(self, metrics, batch_size, prog_bar=losses)
+            log_train(self, metrics, batch_size)
             return
         for name, value in metrics.items():
             self.log(

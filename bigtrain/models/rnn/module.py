@@ -80,7 +80,7 @@ class RNNModule(LightningModule):
         logits = self.net(x)  # lm: (B, T, V); classify: (B, classes)
         loss = F.cross_entropy(logits.flatten(0, -2), y.flatten())
         if stage == "train":
-            log_train(self, {"loss": loss}, x.shape[0], prog_bar=["loss"])
+            log_train(self, {"loss": loss}, x.shape[0])
             return loss
         self.loss_mean[stage].update(loss.detach(), weight=y.numel())
         if not self.lm:

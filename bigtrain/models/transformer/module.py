@@ -68,7 +68,7 @@ class GPTModule(LightningModule):
         logits = self.net(x)  # (B, T, V)
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
         if stage == "train":
-            log_train(self, {"loss": loss}, x.shape[0], prog_bar=["loss"])
+            log_train(self, {"loss": loss}, x.shape[0])
         else:
             self.loss_mean[stage].update(loss.detach(), weight=y.numel())
         return loss
