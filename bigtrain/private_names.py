@@ -1,7 +1,8 @@
 """The table of every private name of Lightning, torch, jsonargparse or argparse that bigtrain uses.
 
-The uses themselves are all in `bigtrain.lightning_compat`; `tests/test_lightning_compat.py` checks that each
-name listed here exists in what is installed (`missing_names`) and that the compat module uses no other.
+The uses themselves are all in `bigtrain.lightning_compat` and `bigtrain.torch_compat`;
+`tests/test_lightning_compat.py` checks that each name listed here exists in what is installed
+(`missing_names`) and that the compat modules use no other.
 """
 
 from __future__ import annotations

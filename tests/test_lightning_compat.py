@@ -1,5 +1,6 @@
 """The private names of Lightning, torch, jsonargparse and argparse that bigtrain uses exist, and only
-`bigtrain.lightning_compat` uses them: an upgrade that moves one fails here, naming it."""
+`bigtrain.lightning_compat` and `bigtrain.torch_compat` use them: an upgrade that moves one fails here,
+naming it."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ from typing import Any
 import pytest
 import torch
 
-from bigtrain import lightning_compat, private_names
+from bigtrain import lightning_compat, private_names, torch_compat
 from bigtrain.private_names import PRIVATE_NAMES, PrivateName, missing_names
 
 PACKAGE = Path(lightning_compat.__file__).resolve().parent
-COMPAT = Path(lightning_compat.__file__).resolve()
+COMPAT = (Path(lightning_compat.__file__).resolve(), Path(torch_compat.__file__).resolve())
+"""The two compat modules: Lightning's (and jsonargparse's, argparse's) private names, and torch's alone."""
 TABLE = Path(private_names.__file__).resolve()  # names them as strings; uses none
-OTHERS = sorted(p for p in PACKAGE.rglob("*.py") if p not in (COMPAT, TABLE))
+OTHERS = sorted(p for p in PACKAGE.rglob("*.py") if p not in (*COMPAT, TABLE))
 
 
 def _trainer() -> Any:
@@ -96,7 +98,8 @@ def test_the_table_lists_every_private_name_the_compat_module_uses():
     listed = {entry.name for entry in PRIVATE_NAMES}
     listed |= {part for entry in PRIVATE_NAMES for part in re.split(r"[.:]", entry.owner)}
     own = {"_CHECKPOINT", "_CLI", "_FIT_LOOP", "_MODEL_PARALLEL", "_DCP"}
-    assert _private_uses(COMPAT.read_text()) - listed - own == set()
+    used = set().union(*(_private_uses(path.read_text()) for path in COMPAT))
+    assert used - listed - own == set()
 
 
 @pytest.mark.parametrize("path", OTHERS, ids=str)
@@ -104,7 +107,8 @@ def test_no_other_module_uses_a_listed_private_name(path):
     listed = {entry.name for entry in PRIVATE_NAMES}
     listed |= {part for entry in PRIVATE_NAMES for part in re.split(r"[.:]", entry.owner) if part[0] == "_"}
     used = _private_uses(path.read_text()) & listed
-    assert not used, f"{path.relative_to(PACKAGE.parent)} uses {sorted(used)}: go through lightning_compat"
+    where = path.relative_to(PACKAGE.parent)
+    assert not used, f"{where} uses {sorted(used)}: go through lightning_compat or torch_compat"
 
 
 def test_the_use_scanner_finds_each_kind_of_use():
@@ -143,7 +147,7 @@ def test_persistent_buffers_leave_out_non_persistent_and_empty_ones():
     norm = torch.nn.BatchNorm1d(2)
     norm.register_buffer("scratch", torch.zeros(1), persistent=False)
     norm.register_buffer("unset", None)
-    names = [name for name, _ in lightning_compat.own_persistent_buffers(norm)]
+    names = [name for name, _ in torch_compat.own_persistent_buffers(norm)]
     assert names == ["running_mean", "running_var", "num_batches_tracked"]
 
 

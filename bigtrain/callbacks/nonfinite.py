@@ -50,7 +50,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from bigtrain.callbacks.checkpoints import checkpoint_folder
 from bigtrain.checkpoints.save import save_atomically
 from bigtrain.errors import UserError
-from bigtrain.lightning_compat import copy_each_, max_abs_each, own_persistent_buffers
+from bigtrain.torch_compat import copy_each_, max_abs_each, own_persistent_buffers
 
 Mode = Literal["skip", "stop", "off"]
 PREFIX = "nonfinite-step="

@@ -24,7 +24,8 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from bigtrain.lightning_compat import default_store, stop_child_process_observer
+from bigtrain.lightning_compat import stop_child_process_observer
+from bigtrain.torch_compat import default_store
 
 EXIT_PEER_LOST = 1
 POLL_S = 0.5

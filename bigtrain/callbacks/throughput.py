@@ -28,8 +28,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from bigtrain.callbacks.peak_flops import peak_flops
 from bigtrain.errors import UserError
-from bigtrain.lightning_compat import flop_counter
 from bigtrain.strategies import data_parallel
+from bigtrain.torch_compat import flop_counter
 
 GIB = 2**30
 
@@ -80,7 +80,7 @@ class ThroughputMeter(Callback):
             raise UserError(f"throughput.peak_tflops must be > 0 or null, got {peak_tflops}")
         self.enabled = enabled
         self.peak_tflops = peak_tflops
-        self._counter: Any = None  # a lightning_compat.flop_counter() while the first batch runs
+        self._counter: Any = None  # a torch_compat.flop_counter() while the first batch runs
         self.t0: float | None = None  # set after the first batch; validation before it is not paused
         self._paused_at: float | None = None
 

@@ -71,7 +71,7 @@ def metadata_reader(folder: str | Path) -> Any:
 
 def _load_bytes_safely(planner: Any, read_item: Any, value: io.BytesIO) -> None:
     """A DCP planner's `load_bytes` with `weights_only=True`: non-tensor entries are plain data."""
-    from bigtrain.lightning_compat import set_element
+    from bigtrain.torch_compat import set_element
 
     named = f"{planner.bigtrain_folder} (a shard's entry {read_item.dest_index.fqn})"
     obj = load_bytes(value, named, map_location=None)  # as DCP itself would place it
@@ -85,7 +85,7 @@ def _planner(folder: Path, *, empty: bool) -> Any:
     """DCP's load planner (`empty`: one that fills an empty dict) whose byte entries load safely."""
     from torch.distributed.checkpoint import DefaultLoadPlanner
 
-    from bigtrain.lightning_compat import empty_load_planner
+    from bigtrain.torch_compat import empty_load_planner
 
     base = empty_load_planner() if empty else DefaultLoadPlanner
     planner = type("SafeLoadPlanner", (base,), {"load_bytes": _load_bytes_safely})()
@@ -98,7 +98,7 @@ def _dcp_load(state: dict[str, Any], folder: Path, *, empty: bool = False) -> No
     from torch.distributed.checkpoint import load
     from torch.distributed.checkpoint.api import CheckpointException
 
-    from bigtrain.lightning_compat import load_without_process_group
+    from bigtrain.torch_compat import load_without_process_group
 
     reader, planner = metadata_reader(folder), _planner(folder, empty=empty)
     try:

@@ -121,7 +121,7 @@ class DebugProbe(Callback):
         if self._step == WARMUP_STEPS and self.profile_steps:
             self._profiler = _start_profiler(self._cuda)
             if self._cuda and self.trace:
-                from bigtrain.lightning_compat import record_cuda_memory
+                from bigtrain.torch_compat import record_cuda_memory
 
                 record_cuda_memory(True)
         self._mark("start")
@@ -202,7 +202,7 @@ class DebugProbe(Callback):
         if self.trace:
             prof.export_chrome_trace(self.trace)
             if self._cuda:
-                from bigtrain.lightning_compat import dump_cuda_memory, record_cuda_memory
+                from bigtrain.torch_compat import dump_cuda_memory, record_cuda_memory
 
                 dump_cuda_memory(str(Path(self.trace).with_name(MEMORY_SNAPSHOT)))
                 record_cuda_memory(False)

@@ -291,7 +291,7 @@ def _accumulation(config: dict[str, Any], ranks: Ranks) -> int:
 
 def report_lines(cli: ReplayCLI, synced: bool) -> list[str]:
     """The lines under the report's title: the checkpoint, the step's rank and samples, the loss, caveats."""
-    from bigtrain.lightning_compat import BatchNormBase
+    from bigtrain.torch_compat import BatchNormBase
 
     plan, where = cli.replay, getattr(cli, "where", {})
     ranks, step, saved = plan.ranks, plan.step, plan.saved_step

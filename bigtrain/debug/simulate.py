@@ -46,7 +46,7 @@ def fake_world(world: int, rank: int) -> Iterator[None]:
     """A fake default process group of `world` ranks with this process as `rank`, always destroyed."""
     import torch.distributed as dist
 
-    from bigtrain.lightning_compat import forget_device_meshes
+    from bigtrain.torch_compat import forget_device_meshes
 
     if dist.is_initialized():
         raise RuntimeError("a process group already exists in this process: the simulation needs its own")

@@ -215,7 +215,7 @@ def _trace(net: Any, shape: tuple[int, ...] | None, dtype: Any) -> tuple[int, in
     """
     import torch
 
-    from bigtrain.lightning_compat import storage_id
+    from bigtrain.torch_compat import storage_id
 
     net = net.to(dtype).train()
     excluded = {storage_id(t.untyped_storage()) for t in [*net.parameters(), *net.buffers()]}

@@ -27,11 +27,12 @@ import torch
 from torch import nn
 
 from bigtrain.errors import UserError
-from bigtrain.lightning_compat import BatchNormBase, attached_trainer
+from bigtrain.lightning_compat import attached_trainer
 from bigtrain.strategies.batch import data_parallel
 from bigtrain.strategies.fsdp import FSDP, META_INIT_MIN_BYTES
 from bigtrain.strategies.mesh import data_parallel_group
 from bigtrain.strategies.sync_norm import sync_batchnorm
+from bigtrain.torch_compat import BatchNormBase
 
 _DONE = "_bigtrain_parallelized"
 

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from bigtrain.lightning_compat import BatchNormBase, check_input_dim
+from bigtrain.torch_compat import BatchNormBase, check_input_dim
 
 _SYNCED: dict[type, type] = {}
 

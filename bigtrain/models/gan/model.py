@@ -147,7 +147,7 @@ class SNConv(Conv):
                 self.u.copy_(u)
                 v = F.normalize(w.t() @ u, dim=0)
         sigma = u @ (w @ v)
-        from bigtrain.lightning_compat import conv_forward  # here: model.py is plain PyTorch, no Lightning
+        from bigtrain.torch_compat import conv_forward  # here: model.py is plain PyTorch, no Lightning
 
         return conv_forward(self, x, self.weight / sigma, self.bias)
 
