@@ -6,7 +6,9 @@ In a recipe, `strategy: fsdp` or `strategy: {class_path: fsdp, init_args: {...}}
 "Strategies" section lists the options.
 
 A family applies its sharding plan with one call in `configure_model()`:
-`self.net = parallelize(self, lambda: Net(cfg))`.
+`self.net = parallelize(self, lambda: Net(cfg))`, imported from `bigtrain.strategies.parallelize` (not from
+this package: the function shares its module's name, and once that module is imported the package's
+attribute of that name is the module).
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ if TYPE_CHECKING:
     from bigtrain.strategies.ddp import DDP, Single
     from bigtrain.strategies.fsdp import FSDP
     from bigtrain.strategies.mesh import global_randn, rank_rows
-    from bigtrain.strategies.parallelize import parallelize
     from bigtrain.strategies.resolve import (
         STRATEGY_CLASSES,
         STRATEGY_NAMES,
@@ -38,7 +39,6 @@ _EXPORTS = {
     "data_parallel": "batch",
     "expand_strategy_argv": "resolve",
     "global_randn": "mesh",
-    "parallelize": "parallelize",
     "rank_rows": "mesh",
     "resolve_strategy": "resolve",
 }
@@ -52,7 +52,6 @@ __all__ = [
     "data_parallel",
     "expand_strategy_argv",
     "global_randn",
-    "parallelize",
     "rank_rows",
     "resolve_strategy",
 ]

@@ -14,7 +14,7 @@ from bigtrain.models.attached import attached_datamodule
 from bigtrain.models.config import fill_from_data, to_dict
 from bigtrain.models.transformer import GPTModule
 from bigtrain.models.transformer.model import GPT
-from bigtrain.strategies import parallelize
+from bigtrain.strategies.parallelize import parallelize
 
 GPT_1B = "transformer/gpt-1b-fsdp"
 

@@ -17,7 +17,7 @@ from bigtrain.models.config import as_config, fill_from_data, resolve, to_dict
 from bigtrain.models.optim import OptimConfig, optimizer_and_schedule
 from bigtrain.models.tensorboard import log_image
 from bigtrain.models.train_metrics import log_train
-from bigtrain.strategies import parallelize
+from bigtrain.strategies.parallelize import parallelize
 
 SAMPLE_SEED = 0
 """Seed of the prior draws decoded into the VAE sample grid: the same codes every epoch."""

@@ -14,7 +14,7 @@ from bigtrain.models.cnn.model import PRESETS, ResNet, ResNetConfig
 from bigtrain.models.config import as_config, fill_from_data, resolve, to_dict
 from bigtrain.models.optim import OptimConfig, optimizer_and_schedule
 from bigtrain.models.train_metrics import log_train
-from bigtrain.strategies import parallelize
+from bigtrain.strategies.parallelize import parallelize
 
 STAGES = ("train", "val", "test")
 

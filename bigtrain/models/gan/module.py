@@ -28,7 +28,8 @@ from bigtrain.models.gan.model import GAN, PRESETS, GANConfig, n_stages_for
 from bigtrain.models.optim import OptimConfig, build_optimizer, lr_factor
 from bigtrain.models.tensorboard import log_image
 from bigtrain.models.train_metrics import log_train
-from bigtrain.strategies import global_randn, parallelize
+from bigtrain.strategies import global_randn
+from bigtrain.strategies.parallelize import parallelize
 
 
 class DCGANModule(LightningModule):

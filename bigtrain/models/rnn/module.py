@@ -17,7 +17,7 @@ from bigtrain.models.lm import fresh_metric, lm_epoch_metrics, log_text_sample
 from bigtrain.models.optim import OptimConfig, optimizer_and_schedule
 from bigtrain.models.rnn.model import PRESETS, RNN, RNNConfig
 from bigtrain.models.train_metrics import log_train
-from bigtrain.strategies import parallelize
+from bigtrain.strategies.parallelize import parallelize
 
 
 class RNNModule(LightningModule):

@@ -14,7 +14,7 @@ from bigtrain.models.lm import fresh_metric, lm_epoch_metrics, log_text_sample
 from bigtrain.models.optim import OptimConfig, optimizer_and_schedule
 from bigtrain.models.train_metrics import log_train
 from bigtrain.models.transformer.model import GPT, PRESETS, GPTConfig
-from bigtrain.strategies import parallelize
+from bigtrain.strategies.parallelize import parallelize
 
 
 class GPTModule(LightningModule):
