@@ -22,11 +22,11 @@ from bigtrain.strategies import (
     Single,
     expand_strategy_argv,
     global_randn,
-    parallelize,
     rank_rows,
     resolve_strategy,
 )
 from bigtrain.strategies.fsdp import mesh_sizes
+from bigtrain.strategies.parallelize import parallelize
 from bigtrain.strategies.resolve import device_layout
 from bigtrain.strategies.sync_norm import SyncedBatchNorm, sync_batchnorm
 
