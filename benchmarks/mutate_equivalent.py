@@ -113,6 +113,14 @@ EQUIVALENT.update(
         "bigtrain.callbacks.resume_state.x_capture_rng__mutmut_13": (
             "torch.tensor of Python ints is int64 without the dtype too"
         ),
+        "bigtrain.callbacks.resume_state.x_capture_rng__mutmut_26": (
+            "numpy's MT19937 words are below 2**32, so float64 (astype(None)) holds them exactly, and "
+            "restore_rng casts them back to uint32: the same generator"
+        ),
+        "bigtrain.callbacks.resume_state.x_restore_rng__mutmut_19": (
+            "np.random.set_state converts the int64 words to uint32 itself (they are all below 2**32, "
+            "as capture_rng read them)"
+        ),
     }
 )
 

@@ -149,3 +149,39 @@ def test_settle_epoch_end_takes_a_loop_state_with_only_the_epoch_counts():
 
 def test_resume_state_before_setup_saves_nothing():
     assert ResumeState().state_dict() == {}
+
+
+OPTIM = "epoch_loop.automatic_optimization.optim_progress"
+
+
+@pytest.mark.parametrize(
+    "missing",
+    [
+        (OPTIM,),
+        (OPTIM, "optimizer"),
+        ("epoch_loop.scheduler_progress",),
+        ("epoch_loop.batch_progress", "current"),
+    ],
+    ids=lambda path: "/".join(path),
+)
+def test_settle_epoch_end_settles_a_finished_epoch_whatever_counters_are_missing(missing):
+    """A loop state without one of the per-epoch counters (another Lightning version's layout) is settled
+    like a full one: the epoch counted as completed, every counter it does have back at zero."""
+    from bigtrain.callbacks.resume_state import settle_epoch_end
+
+    checkpoint = _loop_state(2, 2, 1, last_batch=True)
+    fit = checkpoint["loops"]["fit_loop"]
+    parent = fit
+    for key in missing[:-1]:
+        parent = parent[key]
+    del parent[missing[-1]]
+    settle_epoch_end(checkpoint)
+    for part in ("total", "current"):
+        assert fit["epoch_progress"][part] == {"started": 2, "processed": 2, "completed": 2}
+    assert fit["epoch_loop.batch_progress"]["is_last_batch"] is False
+    counters = [
+        fit.get("epoch_loop.batch_progress", {}).get("current", {}),
+        fit.get("epoch_loop.scheduler_progress", {}).get("current", {}),
+        fit.get(OPTIM, {}).get("optimizer", {}).get("step", {}).get("current", {}),
+    ]
+    assert all(value == 0 for counts in counters for value in counts.values())
