@@ -63,7 +63,11 @@ TARGETS: dict[str, Target] = {
     ),
     "nonfinite": Target(
         "bigtrain/callbacks/nonfinite.py",
-        ("tests/reliability/test_nonfinite.py", "tests/reliability/test_step_syncs.py"),
+        (
+            "tests/reliability/test_nonfinite.py",
+            "tests/reliability/test_nonfinite_guard.py",
+            "tests/reliability/test_step_syncs.py",
+        ),
     ),
     "preemption": Target(
         "bigtrain/callbacks/preemption.py",

@@ -169,10 +169,13 @@ class Tiny(LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
 
 
-def _fit(module: Tiny, guard: NonFiniteGuard, tmp_path: Path, steps: int = 6) -> Trainer:
+def _fit(
+    module: Tiny, guard: NonFiniteGuard, tmp_path: Path, steps: int = 6, ckpt_path=None, **trainer
+) -> Trainer:
     torch.manual_seed(0)
     data = DataLoader(TensorDataset(torch.randn(64, 4)), batch_size=8)
     trainer = Trainer(
+        **trainer,
         max_steps=steps,
         callbacks=[guard],
         default_root_dir=tmp_path,
@@ -182,7 +185,7 @@ def _fit(module: Tiny, guard: NonFiniteGuard, tmp_path: Path, steps: int = 6) ->
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    trainer.fit(module, data)
+    trainer.fit(module, data, ckpt_path=ckpt_path)
     return trainer
 
 
