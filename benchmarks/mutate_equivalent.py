@@ -240,8 +240,8 @@ UNREACHED.update(
         },
         **{
             f"{_G}_agree__mutmut_{n}": (
-                "the all-reduce between ranks: only the 2-rank guard test reaches it, in processes mutmut "
-                "cannot trace"
+                "the agreement between ranks: only the 2-rank guard tests reach it (DDP: a bad loss on one "
+                "rank; FSDP: each rank's first culprit), in processes mutmut cannot trace"
             )
             for n in (20, 21, 22, 23, 24, 26, 42, 43, 44, 45, 46, 47, 48, 49, 50)
         },
