@@ -59,7 +59,13 @@ TARGETS: dict[str, Target] = {
         ),
     ),
     "loaders": Target(
-        "bigtrain/data/base.py", ("tests/reliability/test_resume.py", "tests/distributed/test_strategies.py")
+        "bigtrain/data/base.py",
+        (
+            "tests/reliability/test_resume.py",
+            "tests/reliability/test_loop_state.py",
+            "tests/data/test_images.py",
+            "tests/distributed/test_strategies.py",
+        ),
     ),
     "nonfinite": Target(
         "bigtrain/callbacks/nonfinite.py",
