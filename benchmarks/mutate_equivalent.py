@@ -96,7 +96,7 @@ _MIX = (
     "promise names the values"
 )
 _GEN = "bigtrain.data.base.x_sample_generator__mutmut_"
-EQUIVALENT.update({f"{_GEN}{n}": _MIX for n in (2, 4, 6, 7, 10, 13, 14)})
+EQUIVALENT.update({f"{_GEN}{n}": _MIX for n in (2, 4, 6, 7, 10, 11, 13, 14, 15)})
 EQUIVALENT["bigtrain.data.base.xǁBigtrainDataModuleǁloader__mutmut_20"] = (
     "persistent_workers=None is falsy like False; with workers the original's True is what tests check"
 )

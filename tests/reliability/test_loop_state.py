@@ -185,3 +185,26 @@ def test_settle_epoch_end_settles_a_finished_epoch_whatever_counters_are_missing
         fit.get(OPTIM, {}).get("optimizer", {}).get("step", {}).get("current", {}),
     ]
     assert all(value == 0 for counts in counters for value in counts.values())
+
+
+def _rows_on(device: str, num_workers: int = 0) -> _Rows:
+    data = _Rows(batch_size=8, num_workers=num_workers, seed=3)
+    data.trainer = SimpleNamespace(
+        strategy=SimpleNamespace(root_device=torch.device(device)), world_size=1, global_rank=0
+    )
+    return data
+
+
+def test_loaders_pin_memory_for_a_cuda_device_only_and_prefetch_with_workers():
+    """Batches are page-locked only when the trainer's device is a GPU (on a CPU pinning only costs), and
+    each worker keeps PREFETCH_BATCHES batches in flight (torch's default is 2)."""
+    from bigtrain.data.base import PREFETCH_BATCHES
+
+    for train in (True, False):
+        assert _rows_on("cuda").loader(Values(20), train=train).pin_memory is True
+        assert _rows_on("cpu").loader(Values(20), train=train).pin_memory is False
+        with_workers = _rows_on("cpu", num_workers=1).loader(Values(20), train=train)
+        assert with_workers.prefetch_factor == PREFETCH_BATCHES
+    assert PREFETCH_BATCHES != 2
+    no_trainer = _Rows(batch_size=8, num_workers=0, seed=3)
+    assert no_trainer.loader(Values(20), train=False).pin_memory is False
