@@ -50,11 +50,31 @@ TARGETS: dict[str, Target] = {
         "bigtrain/checkpoints/discover.py", ("tests/reliability/test_checkpoint_manifests.py",)
     ),
     "unpickle": Target("bigtrain/checkpoints/unpickle.py", ("tests/reliability/test_safe_load.py",)),
-    "resume_state": Target("bigtrain/callbacks/resume_state.py", ("tests/reliability/test_resume.py",)),
-    "loaders": Target(
-        "bigtrain/data/base.py", ("tests/reliability/test_resume.py", "tests/distributed/test_strategies.py")
+    "resume_state": Target(
+        "bigtrain/callbacks/resume_state.py",
+        (
+            "tests/reliability/test_resume.py",
+            "tests/reliability/test_loop_state.py",
+            "tests/reliability/test_rng_state.py",
+        ),
     ),
-    "nonfinite": Target("bigtrain/callbacks/nonfinite.py", ("tests/reliability/test_nonfinite.py",)),
+    "loaders": Target(
+        "bigtrain/data/base.py",
+        (
+            "tests/reliability/test_resume.py",
+            "tests/reliability/test_loop_state.py",
+            "tests/data/test_images.py",
+            "tests/distributed/test_strategies.py",
+        ),
+    ),
+    "nonfinite": Target(
+        "bigtrain/callbacks/nonfinite.py",
+        (
+            "tests/reliability/test_nonfinite.py",
+            "tests/reliability/test_nonfinite_guard.py",
+            "tests/reliability/test_step_syncs.py",
+        ),
+    ),
     "preemption": Target(
         "bigtrain/callbacks/preemption.py",
         (

@@ -96,7 +96,7 @@ _MIX = (
     "promise names the values"
 )
 _GEN = "bigtrain.data.base.x_sample_generator__mutmut_"
-EQUIVALENT.update({f"{_GEN}{n}": _MIX for n in (2, 4, 6, 7, 10, 13, 14)})
+EQUIVALENT.update({f"{_GEN}{n}": _MIX for n in (2, 4, 6, 7, 10, 11, 13, 14, 15)})
 EQUIVALENT["bigtrain.data.base.xǁBigtrainDataModuleǁloader__mutmut_20"] = (
     "persistent_workers=None is falsy like False; with workers the original's True is what tests check"
 )
@@ -112,6 +112,14 @@ EQUIVALENT.update(
         ),
         "bigtrain.callbacks.resume_state.x_capture_rng__mutmut_13": (
             "torch.tensor of Python ints is int64 without the dtype too"
+        ),
+        "bigtrain.callbacks.resume_state.x_capture_rng__mutmut_26": (
+            "numpy's MT19937 words are below 2**32, so float64 (astype(None)) holds them exactly, and "
+            "restore_rng casts them back to uint32: the same generator"
+        ),
+        "bigtrain.callbacks.resume_state.x_restore_rng__mutmut_19": (
+            "np.random.set_state converts the int64 words to uint32 itself (they are all below 2**32, "
+            "as capture_rng read them)"
         ),
     }
 )
@@ -227,4 +235,111 @@ UNREACHED.update(
 UNREACHED[f"{_PRE_CLS}teardown__mutmut_6"] = (
     "`signal.getsignal` gives None only for a handler C code installed before Python started; a test "
     "process cannot have one"
+)
+_NF = "bigtrain.callbacks.nonfinite."
+_G = _NF + "xǁNonFiniteGuardǁ"
+_SET_AT_START = "on_train_start sets it before any hook reads it (and again for every fit)"
+_TRACKED = (
+    "`_tracked` is never None when a snapshot is taken (on_train_start sets it whenever the mode is not "
+    "off, and off takes none), so this branch is not taken"
+)
+EQUIVALENT.update(
+    {
+        _G + "__init____mutmut_20": _SET_AT_START,
+        _G + "__init____mutmut_23": _SET_AT_START,
+        _G + "on_train_end__mutmut_1": "read by nothing after the fit; " + _SET_AT_START,
+        **{
+            f"{_G}load_state_dict__mutmut_{n}": (
+                "the default for a state without 'skipped': state_dict always writes it, and Lightning "
+                "calls load_state_dict only with a non-empty state this callback saved"
+            )
+            for n in (4, 6, 9)
+        },
+        **{f"{_G}_snapshot__mutmut_{n}": _TRACKED for n in (4, 5, 6)},
+        _G + "on_train_batch_start__mutmut_5": "pl_module is only used when `_tracked` is None; " + _TRACKED,
+        _G + "on_train_batch_start__mutmut_6": "`_snapshot_due` is only read as a truth value: None is False",
+        **{
+            f"{_G}_skip__mutmut_{n}": (
+                "the buffers were just put back from the copy, so the copy already holds what the next step "
+                "starts from: taking it again or not gives the same values"
+            )
+            for n in (5, 6)
+        },
+        **{
+            f"{_G}_skip__mutmut_{n}": "`flush` only decides when the line reaches stderr, not what it says"
+            for n in (9, 12, 13)
+        },
+        **{
+            f"{_G}on_train_batch_end__mutmut_{n}": (
+                "Lightning's defaults for a log call in on_train_batch_end are on_step=True, "
+                "on_epoch=False: the same as passing them"
+            )
+            for n in (6, 7, 10, 11)
+        },
+        _NF + "x_grads_nonfinite__mutmut_15": (
+            "a bool flag instead of int32: _agree converts it to float32 either way (True/False are 1/0)"
+        ),
+        **{
+            f"{_G}_agree__mutmut_{n}": (
+                "an int32 flag beside the float32 loss flag: torch.stack promotes it to float32 anyway"
+            )
+            for n in (13, 15)
+        },
+        **{
+            f"{_G}_agree__mutmut_{n}": (
+                "this line runs only when some gradient is non-finite, and then first_nonfinite finds it on "
+                "that rank (a norm is non-finite exactly when an element is), so index < len(params) always"
+            )
+            for n in (55, 56)
+        },
+        **{
+            f"{_NF}x__local__mutmut_{n}": (
+                "the `type is Tensor` test is only a shortcut: a plain tensor has no `to_local`, so the "
+                "second test returns it unchanged too"
+            )
+            for n in (1, 3)
+        },
+        _NF + "x__local__mutmut_6": (
+            "a gradient is a plain tensor or a DTensor (which has `to_local`): a tensor without it never "
+            "reaches this branch"
+        ),
+        # The agreement between ranks: these change the reduction in ways that give the same answer.
+        _G + "_agree__mutmut_25": (
+            "the flags are 0 or 1: the strategies' default reduction (the mean) is > 0 exactly when max is"
+        ),
+        **{f"{_G}_agree__mutmut_{n}": "Lightning upper-cases the op name: 'MAX' is 'max'" for n in (27, 51)},
+        **{
+            f"{_G}_agree__mutmut_{n}": (
+                "the culprit index kept as int64: reduced with max as well (gloo and NCCL both reduce "
+                "int64) and read with int() either way"
+            )
+            for n in (37, 39)
+        },
+        _G + "_agree__mutmut_41": (
+            "reducing on one rank too: the one-process strategies' reduce returns the tensor unchanged"
+        ),
+    }
+)
+_ONE_DEVICE = (
+    "the device the flags are put on: on a CPU-only machine every tensor is on the CPU anyway; only a CUDA "
+    "run (gpu-marked tests, none here) could tell"
+)
+UNREACHED.update(
+    {
+        **{f"{_G}_agree__mutmut_{n}": _ONE_DEVICE for n in (1, 5, 8, 10, 12, 14, 36, 38)},
+        **{f"{_NF}x_first_nonfinite__mutmut_{n}": _ONE_DEVICE for n in (13, 15)},
+        **{
+            f"{_NF}x_grads_nonfinite__mutmut_{n}": (
+                "the fallback for gradients on several devices: needs two devices (CUDA)"
+            )
+            for n in (11, 12, 13, 14)
+        },
+        **{
+            f"{_G}_agree__mutmut_{n}": (
+                "the agreement between ranks: only the 2-rank guard tests reach it (DDP: a bad loss on one "
+                "rank; FSDP: each rank's first culprit), in processes mutmut cannot trace"
+            )
+            for n in (20, 21, 22, 23, 24, 26, 42, 43, 44, 45, 46, 47, 48, 49, 50)
+        },
+    }
 )

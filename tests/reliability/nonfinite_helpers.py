@@ -47,3 +47,27 @@ class RecordWeights(Callback):
             self.folder.mkdir(parents=True, exist_ok=True)
             state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
             torch.save(state, self.folder / f"step{trainer.global_step}-rank{trainer.global_rank}.pt")
+
+
+class PoisonShard(Callback):
+    """At optimizer step `step`, after backward, put a NaN in this rank's shard of one gradient: the first
+    parameter (optimizer order) whose shard here is not empty on rank 1, the last such one on rank 0. Each
+    rank writes the name of the parameter it poisoned to `<folder>/poisoned-rank<r>.txt`."""
+
+    def __init__(self, step: int, folder: str) -> None:
+        self.step = step
+        self.folder = Path(folder)
+
+    def on_after_backward(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
+        if trainer.global_step + 1 != self.step:
+            return
+        params = [p for group in trainer.optimizers[0].param_groups for p in group["params"]]
+        grads = [(p, p.grad) for p in params if p.grad is not None]
+        local = [(p, g.to_local() if hasattr(g, "to_local") else g) for p, g in grads]
+        shards = [(p, g) for p, g in local if g.numel()]
+        param, shard = shards[-1] if trainer.global_rank == 0 else shards[0]
+        with torch.no_grad():
+            shard.view(-1)[0] = float("nan")
+        name = next(n for n, p in pl_module.named_parameters() if p is param)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / f"poisoned-rank{trainer.global_rank}.txt").write_text(name)

@@ -149,3 +149,62 @@ def test_settle_epoch_end_takes_a_loop_state_with_only_the_epoch_counts():
 
 def test_resume_state_before_setup_saves_nothing():
     assert ResumeState().state_dict() == {}
+
+
+OPTIM = "epoch_loop.automatic_optimization.optim_progress"
+
+
+@pytest.mark.parametrize(
+    "missing",
+    [
+        (OPTIM,),
+        (OPTIM, "optimizer"),
+        ("epoch_loop.scheduler_progress",),
+        ("epoch_loop.batch_progress", "current"),
+    ],
+    ids=lambda path: "/".join(path),
+)
+def test_settle_epoch_end_settles_a_finished_epoch_whatever_counters_are_missing(missing):
+    """A loop state without one of the per-epoch counters (another Lightning version's layout) is settled
+    like a full one: the epoch counted as completed, every counter it does have back at zero."""
+    from bigtrain.callbacks.resume_state import settle_epoch_end
+
+    checkpoint = _loop_state(2, 2, 1, last_batch=True)
+    fit = checkpoint["loops"]["fit_loop"]
+    parent = fit
+    for key in missing[:-1]:
+        parent = parent[key]
+    del parent[missing[-1]]
+    settle_epoch_end(checkpoint)
+    for part in ("total", "current"):
+        assert fit["epoch_progress"][part] == {"started": 2, "processed": 2, "completed": 2}
+    assert fit["epoch_loop.batch_progress"]["is_last_batch"] is False
+    counters = [
+        fit.get("epoch_loop.batch_progress", {}).get("current", {}),
+        fit.get("epoch_loop.scheduler_progress", {}).get("current", {}),
+        fit.get(OPTIM, {}).get("optimizer", {}).get("step", {}).get("current", {}),
+    ]
+    assert all(value == 0 for counts in counters for value in counts.values())
+
+
+def _rows_on(device: str, num_workers: int = 0) -> _Rows:
+    data = _Rows(batch_size=8, num_workers=num_workers, seed=3)
+    data.trainer = SimpleNamespace(
+        strategy=SimpleNamespace(root_device=torch.device(device)), world_size=1, global_rank=0
+    )
+    return data
+
+
+def test_loaders_pin_memory_for_a_cuda_device_only_and_prefetch_with_workers():
+    """Batches are page-locked only when the trainer's device is a GPU (on a CPU pinning only costs), and
+    each worker keeps PREFETCH_BATCHES batches in flight (torch's default is 2)."""
+    from bigtrain.data.base import PREFETCH_BATCHES
+
+    for train in (True, False):
+        assert _rows_on("cuda").loader(Values(20), train=train).pin_memory is True
+        assert _rows_on("cpu").loader(Values(20), train=train).pin_memory is False
+        with_workers = _rows_on("cpu", num_workers=1).loader(Values(20), train=train)
+        assert with_workers.prefetch_factor == PREFETCH_BATCHES
+    assert PREFETCH_BATCHES != 2
+    no_trainer = _Rows(batch_size=8, num_workers=0, seed=3)
+    assert no_trainer.loader(Values(20), train=False).pin_memory is False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,24 @@ def test_ranks_agree_when_one_rank_goes_non_finite(bigtrain_cmd, tmp_path):
     _assert_equal_states(_weights(recorded / "step3-rank1.pt"), _weights(recorded / "step2-rank1.pt"))
 
 
+@pytest.mark.distributed
+def test_sharded_ranks_name_the_same_first_culprit(bigtrain_cmd, tmp_path):
+    """FSDP on 2 CPU ranks: at step 2 rank 1 has a NaN in its shard of an early gradient, rank 0 in its
+    shard of the last one. Both stop naming the early one (the first culprit over all ranks)."""
+    run_dir = tmp_path / "run"
+    fsdp = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "fsdp"]
+    poison = ["--trainer.callbacks+=nonfinite_helpers.PoisonShard", "--trainer.callbacks.step", "2"]
+    out = _run(
+        bigtrain_cmd, *SMALL_CNN, *fsdp, "--trainer.max_steps", "4", "--run_dir", str(run_dir),
+        *poison, "--trainer.callbacks.folder", str(run_dir / "poisoned"),
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr[-3000:]
+    early = (run_dir / "poisoned" / "poisoned-rank1.txt").read_text()
+    assert early != (run_dir / "poisoned" / "poisoned-rank0.txt").read_text()
+    named = re.findall(r"non-finite gradient of '([^']+)' at step 2;", out.stderr)
+    assert named and set(named) == {early}, out.stderr[-3000:]
+
+
 def test_stop_works_for_the_gan_manual_optimization(bigtrain_cmd, tmp_path):
     """The GAN steps its own optimizers; a NaN batch makes the discriminator's loss NaN at its step."""
     run_dir = tmp_path / "run"
@@ -169,10 +188,13 @@ class Tiny(LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
 
 
-def _fit(module: Tiny, guard: NonFiniteGuard, tmp_path: Path, steps: int = 6) -> Trainer:
+def _fit(
+    module: Tiny, guard: NonFiniteGuard, tmp_path: Path, steps: int = 6, ckpt_path=None, **trainer
+) -> Trainer:
     torch.manual_seed(0)
     data = DataLoader(TensorDataset(torch.randn(64, 4)), batch_size=8)
     trainer = Trainer(
+        **trainer,
         max_steps=steps,
         callbacks=[guard],
         default_root_dir=tmp_path,
@@ -182,7 +204,7 @@ def _fit(module: Tiny, guard: NonFiniteGuard, tmp_path: Path, steps: int = 6) ->
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    trainer.fit(module, data)
+    trainer.fit(module, data, ckpt_path=ckpt_path)
     return trainer
 
 

@@ -9,6 +9,7 @@ step k's update happens has to be known before the optimizer runs (see its modul
 
 from __future__ import annotations
 
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -30,9 +31,17 @@ def _attribute(events: Counter, what: str) -> None:
     while frame is not None:
         if frame.f_code.co_filename.startswith(CALLBACKS) and "trainer" in frame.f_locals:
             name = Path(frame.f_code.co_filename).stem
-            events[(frame.f_locals["trainer"].global_step, f"{name}.{frame.f_code.co_name}: {what}")] += 1
+            function = _function_name(frame.f_code.co_name)
+            events[(frame.f_locals["trainer"].global_step, f"{name}.{function}: {what}")] += 1
             return
         frame = frame.f_back
+
+
+def _function_name(code_name: str) -> str:
+    """The name the source gives a function: `make mutate` runs each one under a name of its own,
+    `x_NAME__mutmut_N` or `xǁCLASSǁNAME__mutmut_N` (the original is `..._orig`)."""
+    renamed = re.fullmatch(r"x(?:ǁ\w+ǁ|_)(\w+?)__mutmut_\w+", code_name)
+    return renamed.group(1) if renamed else code_name
 
 
 def _counting(events: Counter, what: str, original):
