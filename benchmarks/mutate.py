@@ -64,6 +64,7 @@ TARGETS: dict[str, Target] = {
             "tests/reliability/test_resume.py",
             "tests/reliability/test_loop_state.py",
             "tests/data/test_images.py",
+            "tests/data/test_plain_loader.py",
             "tests/distributed/test_strategies.py",
         ),
     ),

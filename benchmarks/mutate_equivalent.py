@@ -100,6 +100,15 @@ EQUIVALENT.update({f"{_GEN}{n}": _MIX for n in (2, 4, 6, 7, 10, 11, 13, 14, 15)}
 EQUIVALENT["bigtrain.data.base.xǁBigtrainDataModuleǁloader__mutmut_20"] = (
     "persistent_workers=None is falsy like False; with workers the original's True is what tests check"
 )
+EQUIVALENT.update(
+    {
+        f"bigtrain.data.base.xǁBigtrainDataModuleǁloader__mutmut_{n}": (
+            "torch's default collate of a ReadBatch restacks its samples into the same tensors "
+            "(tests/data/test_plain_loader.py); only the per-sample work differs, which `make bench` times"
+        )
+        for n in (24, 34, 44)
+    }
+)
 
 EQUIVALENT.update(
     {

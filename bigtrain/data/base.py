@@ -131,9 +131,9 @@ class BatchDataset(Dataset):
         return tuple(t[0] for t in self.get_batch([i]))
 
 
-def pass_batch(batch: Any) -> Any:
+def pass_batch(batch: ReadBatch) -> tuple[torch.Tensor, ...]:
     """The collate function of a BatchDataset's loader: its batch is collated already."""
-    return batch.tensors if isinstance(batch, ReadBatch) else batch
+    return batch.tensors
 
 
 class BigtrainDataModule(LightningDataModule):

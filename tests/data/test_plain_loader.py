@@ -40,3 +40,12 @@ def test_a_users_collate_function_gets_one_tuple_per_sample():
 
     x, _ = next(iter(DataLoader(data, batch_size=3, collate_fn=collate)))
     assert len(x) == 3 and seen == [[tuple(data[0][0].shape), ()]]
+
+
+def test_the_batch_as_read_is_a_sequence_of_its_samples():
+    data = _datasets()["images"]
+    batch = data.__getitems__([4, 9, 2])
+    x, y = data.get_batch([4, 9, 2])
+    assert len(batch) == 3
+    assert all(torch.equal(a, b) for a, b in zip(batch[1], (x[1], y[1]), strict=True))
+    assert [s[1] for s in batch[1:]] == [y[1], y[2]] and [s[1] for s in batch[::-1]] == [y[2], y[1], y[0]]
