@@ -12,7 +12,6 @@ gradient check reads every parameter's gradient.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from bigtrain.debug.checks import Verdict
 from bigtrain.debug.replay_catchup import CATCH_UP_MAX, catch_up, check_limit
-from bigtrain.debug.replay_state import Ranks, batches_ahead, epoch_length, one_device, position
+from bigtrain.debug.replay_state import Ranks, Replay, batches_ahead, epoch_length, one_device, position
 from bigtrain.debug.session import DebugCLI
 from bigtrain.debug.tensors import leaves
 from bigtrain.errors import UserError
@@ -31,27 +30,6 @@ CHECKS = ("data", "nan", "grads")
 """The debug checks a replayed step runs (the others need many steps)."""
 SHOWN = 16
 """Sample indices printed; debug.json keeps them all."""
-
-
-@dataclass
-class Replay:
-    """What to replay: the loaded checkpoint, its step, the step asked for and the rank."""
-
-    checkpoint: dict[str, Any]
-    path: Path
-    saved_step: int
-    step: int
-    """K: the batch replayed is the one of step K+1, on the weights of `saved_step` (<= K)."""
-    ranks: Ranks
-    accumulation: int
-    limit: Any
-    """The run's trainer.limit_train_batches (an epoch may end before the loader does)."""
-    global_batch: bool = False
-    """Replay every data-parallel share of the step together, as one batch."""
-    caught_up: Any = None
-    """The catch-up (a `replay_catchup.CaughtUp`) whose step-K checkpoint gives the weights, if one ran."""
-    weights: dict[str, Any] | None = None
-    """The weights of step K the catch-up trained (None: the checkpoint's own)."""
 
 
 class LoadCheckpoint(Callback):

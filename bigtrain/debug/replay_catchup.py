@@ -18,16 +18,13 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from bigtrain.debug.replay_state import Ranks, checkpoint_steps, one_device
+from bigtrain.debug.replay_state import Ranks, Replay, checkpoint_steps, one_device
 from bigtrain.errors import UserError
 from bigtrain.lightning_cli import BigtrainCLI
-
-if TYPE_CHECKING:
-    from bigtrain.debug.replay import Replay
 
 CATCH_UP_DIR = "catch-up"
 """The scratch run directory of the catch-up, inside the debug run's directory."""

@@ -206,3 +206,24 @@ def _strategy_name(value: Any) -> str:
     if isinstance(value, dict):
         value = value.get("class_path")
     return str(value or "auto").rpartition(".")[2].lower()
+
+
+@dataclass
+class Replay:
+    """What to replay: the loaded checkpoint, its step, the step asked for and the rank."""
+
+    checkpoint: dict[str, Any]
+    path: Path
+    saved_step: int
+    step: int
+    """K: the batch replayed is the one of step K+1, on the weights of `saved_step` (<= K)."""
+    ranks: Ranks
+    accumulation: int
+    limit: Any
+    """The run's trainer.limit_train_batches (an epoch may end before the loader does)."""
+    global_batch: bool = False
+    """Replay every data-parallel share of the step together, as one batch."""
+    caught_up: Any = None
+    """The catch-up (a `replay_catchup.CaughtUp`) whose step-K checkpoint gives the weights, if one ran."""
+    weights: dict[str, Any] | None = None
+    """The weights of step K the catch-up trained (None: the checkpoint's own)."""
