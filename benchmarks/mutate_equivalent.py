@@ -255,6 +255,8 @@ _TRACKED = (
 EQUIVALENT.update(
     {
         _G + "__init____mutmut_20": _SET_AT_START,
+        _G + "__init____mutmut_21": _SET_AT_START,
+        _G + "__init____mutmut_22": _SET_AT_START,
         _G + "__init____mutmut_23": _SET_AT_START,
         _G + "on_train_end__mutmut_1": "read by nothing after the fit; " + _SET_AT_START,
         **{
@@ -264,7 +266,7 @@ EQUIVALENT.update(
             )
             for n in (4, 6, 9)
         },
-        **{f"{_G}_snapshot__mutmut_{n}": _TRACKED for n in (4, 5, 6)},
+        **{f"{_G}_snapshot__mutmut_{n}": _TRACKED for n in (4, 6)},
         _G + "on_train_batch_start__mutmut_5": "pl_module is only used when `_tracked` is None; " + _TRACKED,
         _G + "on_train_batch_start__mutmut_6": "`_snapshot_due` is only read as a truth value: None is False",
         **{
