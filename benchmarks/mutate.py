@@ -73,6 +73,7 @@ TARGETS: dict[str, Target] = {
         (
             "tests/reliability/test_nonfinite.py",
             "tests/reliability/test_nonfinite_guard.py",
+            "tests/reliability/test_nonfinite_ranks.py",
             "tests/reliability/test_step_syncs.py",
         ),
     ),

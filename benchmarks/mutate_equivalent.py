@@ -255,6 +255,8 @@ _TRACKED = (
 EQUIVALENT.update(
     {
         _G + "__init____mutmut_20": _SET_AT_START,
+        _G + "__init____mutmut_21": _SET_AT_START,
+        _G + "__init____mutmut_22": _SET_AT_START,
         _G + "__init____mutmut_23": _SET_AT_START,
         _G + "on_train_end__mutmut_1": "read by nothing after the fit; " + _SET_AT_START,
         **{
@@ -264,13 +266,14 @@ EQUIVALENT.update(
             )
             for n in (4, 6, 9)
         },
-        **{f"{_G}_snapshot__mutmut_{n}": _TRACKED for n in (4, 5, 6)},
+        **{f"{_G}_snapshot__mutmut_{n}": _TRACKED for n in (4, 6)},
         _G + "on_train_batch_start__mutmut_5": "pl_module is only used when `_tracked` is None; " + _TRACKED,
         _G + "on_train_batch_start__mutmut_6": "`_snapshot_due` is only read as a truth value: None is False",
         **{
             f"{_G}_skip__mutmut_{n}": (
                 "the buffers were just put back from the copy, so the copy already holds what the next step "
-                "starts from: taking it again or not gives the same values"
+                "starts from: taking it again or not gives the same values (and on_train_start raises the "
+                "flag for a later fit)"
             )
             for n in (5, 6)
         },
@@ -314,7 +317,8 @@ EQUIVALENT.update(
         ),
         # The agreement between ranks: these change the reduction in ways that give the same answer.
         _G + "_agree__mutmut_25": (
-            "the flags are 0 or 1: the strategies' default reduction (the mean) is > 0 exactly when max is"
+            "the flags are 0 or 1: the strategies' default reduction (the mean) is > 0 exactly when max is "
+            "(the culprit index's reduction, where the mean would differ, is killed by the 2-rank test)"
         ),
         **{f"{_G}_agree__mutmut_{n}": "Lightning upper-cases the op name: 'MAX' is 'max'" for n in (27, 51)},
         **{
@@ -342,13 +346,6 @@ UNREACHED.update(
                 "the fallback for gradients on several devices: needs two devices (CUDA)"
             )
             for n in (11, 12, 13, 14)
-        },
-        **{
-            f"{_G}_agree__mutmut_{n}": (
-                "the agreement between ranks: only the 2-rank guard tests reach it (DDP: a bad loss on one "
-                "rank; FSDP: each rank's first culprit), in processes mutmut cannot trace"
-            )
-            for n in (20, 21, 22, 23, 24, 26, 42, 43, 44, 45, 46, 47, 48, 49, 50)
         },
     }
 )

@@ -100,6 +100,9 @@ class NonFiniteGuard(Callback):
         # Training updates buffers in place (BatchNorm), so the same tensors are copied at every step.
         self._tracked = persistent_buffers(pl_module) if self.mode != "off" else None
         self._buffers = {}  # a snapshot of an earlier fit may have other devices or shapes
+        # An earlier fit that stopped (or was interrupted) inside a step left the flag down: the first step
+        # of this fit must take its copy all the same.
+        self._snapshot_due = True
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
         self._tracked = None

@@ -196,3 +196,17 @@ def test_with_a_grad_scaler_only_the_loss_is_checked(tmp_path):
     assert trainer.global_step == 5 and all(torch.isfinite(p).all() for p in module.parameters())
     with pytest.raises(NonFiniteError, match="^non-finite loss at step 3;"):
         _fit(Tiny({3}), NonFiniteGuard("stop"), tmp_path / "loss", steps=5, **scaled)
+
+
+def test_a_guard_used_again_puts_back_the_buffers_of_the_next_fits_first_step(tmp_path):
+    """A guard kept for a second fit, after one that stopped at a bad step, copies the buffers again as the
+    new fit's first step begins: a bad first step leaves the module's whole state as that fit found it."""
+    guard = NonFiniteGuard("stop")
+    with pytest.raises(NonFiniteError):
+        _fit(Tiny({2}), guard, tmp_path / "first")
+    module = Tiny({1})
+    before = _state(module)
+    with pytest.raises(NonFiniteError, match="^non-finite loss at step 1;"):
+        _fit(module, guard, tmp_path / "second")
+    after = _state(module)
+    assert [k for k in before if not torch.equal(before[k], after[k])] == []
