@@ -83,7 +83,8 @@ def dispatch(argv: list[str]) -> int:
         from bigtrain.early_checks import check_before_lightning
 
         check_before_lightning(rest)  # a typo in a name or path, told before seconds of imports
-        from bigtrain.lightning_cli import release_process_group, run
+        from bigtrain.lightning_cli import run
+        from bigtrain.strategies.mesh import release_process_group
 
         code = run(command, rest)
         release_process_group()

@@ -353,16 +353,6 @@ def run(command: str, args: list[str]) -> int:
     return 0
 
 
-def release_process_group() -> None:
-    """Destroy the process group a finished run leaves behind (Lightning keeps it for the next fit in the
-    process). Left to interpreter shutdown, gloo's threads can die mid-teardown and abort the process
-    ("terminate called without an active exception"): a finished run then exits -6."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
 def _lightning_info_to_stdout() -> None:
     """Lightning's info lines ("Seed set to 0", "GPU available: ...", the model summary) go to stdout, so
     that stderr carries only warnings and errors: a user error is then the one line there."""

@@ -39,3 +39,20 @@ def global_randn(n_local: int, *shape: int, seed: int, step: int, trainer: Any |
     mixed = ((seed + 0x5EED) * 1_000_003 + step) * 2_654_435_761
     gen = torch.Generator().manual_seed(mixed % (2**63 - 1))
     return rank_rows(torch.randn(n_local * size, *shape, generator=gen), trainer)
+
+
+def release_process_group() -> None:
+    """Destroy the process group a finished run leaves behind (Lightning keeps it for the next fit), and
+    DTensor's caches of the run's device meshes, which hold its groups. Left to interpreter shutdown, gloo's
+    threads can die mid-teardown and abort a finished run (exit -6, "terminate called without an active
+    exception")."""
+    import gc
+
+    import torch.distributed as dist
+
+    from bigtrain.torch_compat import forget_device_meshes
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+        forget_device_meshes()
+        gc.collect()

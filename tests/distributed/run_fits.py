@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from bigtrain.errors import UserError
-from bigtrain.lightning_cli import release_process_group, run
+from bigtrain.lightning_cli import run
+from bigtrain.strategies.mesh import release_process_group
 
 
 def _run_dir(args: list[str]) -> Path:
