@@ -1,4 +1,5 @@
-"""Who shares what: the data-parallel size and rank of this process, and its rows of a global batch."""
+"""Who shares what: the data-parallel size and rank of this process, and its rows of a global batch; and
+the end of a run's process group (`release_process_group`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 
 from bigtrain.strategies.batch import data_parallel, data_parallel_mesh
 
-__all__ = ["data_parallel", "data_parallel_group", "global_randn", "rank_rows"]
+__all__ = ["data_parallel", "data_parallel_group", "global_randn", "rank_rows", "release_process_group"]
 
 
 def data_parallel_group(trainer: Any | None) -> Any | None:

@@ -33,23 +33,20 @@ def _one_line_error(proc: subprocess.CompletedProcess, *words: str) -> None:
 
 
 @pytest.mark.slow
-def test_a_degree_that_does_not_divide_the_ranks_exits_2_before_launching(tmp_path):
+@pytest.mark.parametrize(
+    ("devices", "option", "words"),
+    [
+        ("3", "data_parallel_size", ("data_parallel_size 2", "3 ranks")),
+        ("2", "tensor_parallel_size", ("tensor_parallel_size 2", "ResNet has no tensor-parallel plan")),
+    ],
+    ids=["degree-does-not-divide", "tp-without-a-plan"],
+)
+def test_a_layout_the_recipe_cannot_take_exits_2_before_launching(tmp_path, devices, option, words):
     proc = _bigtrain(
-        "--recipe", "cnn/glyphs", "--trainer.accelerator", "cpu", "--trainer.devices", "3",
-        "--trainer.strategy", "fsdp", "--trainer.strategy.data_parallel_size", "2",
-        "--run_dir", str(tmp_path),
+        "--recipe", "cnn/glyphs", "--trainer.accelerator", "cpu", "--trainer.devices", devices,
+        "--trainer.strategy", "fsdp", f"--trainer.strategy.{option}", "2", "--run_dir", str(tmp_path),
     )  # fmt: skip
-    _one_line_error(proc, "data_parallel_size 2", "3 ranks")
-
-
-@pytest.mark.slow
-def test_tensor_parallel_for_a_family_without_a_plan_exits_2_before_launching(tmp_path):
-    proc = _bigtrain(
-        "--recipe", "cnn/glyphs", "--trainer.accelerator", "cpu", "--trainer.devices", "2",
-        "--trainer.strategy", "fsdp", "--trainer.strategy.tensor_parallel_size", "2",
-        "--run_dir", str(tmp_path),
-    )  # fmt: skip
-    _one_line_error(proc, "tensor_parallel_size 2", "ResNet has no tensor-parallel plan")
+    _one_line_error(proc, *words)
 
 
 @pytest.mark.distributed
