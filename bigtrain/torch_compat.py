@@ -52,10 +52,11 @@ def own_persistent_buffers(module: torch.nn.Module) -> list[tuple[str, torch.Ten
     ]
 
 
-def max_abs_each(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Each tensor's largest absolute value (NaN if it holds a NaN), as 0-d tensors, in fused kernels."""
-    # No public fused form; the max norm never overflows where a 2-norm of finite half values could.
-    return list(torch._foreach_norm(tensors, float("inf")))
+def norms_float32(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each tensor's 2-norm computed in float32 (non-finite if it holds a NaN or Inf), in fused kernels."""
+    # No public fused form (torch.nn.utils.get_total_norm fuses too, but in the tensors' own dtype, where
+    # the norm of finite half values can overflow).
+    return list(torch._foreach_norm(tensors, 2, dtype=torch.float32))
 
 
 def copy_each_(destinations: list[torch.Tensor], sources: list[torch.Tensor]) -> None:

@@ -25,10 +25,10 @@ would take `trainer.global_step` from k-1 to k.
 
 What a step costs (the guard runs on every optimizer step, so it is kept to a few kernels):
 
-- The gradients are checked by one fused norm over all of them (a max-abs `_foreach_norm`, a handful of
-  kernels whatever the parameter count) instead of one `isfinite` per parameter: a norm is finite exactly
-  when every element is. The first bad parameter is only looked for, parameter by parameter, on the rare
-  step that is bad.
+- The gradients are checked by one fused norm over all of them (a float32 2-norm `_foreach_norm`, a
+  handful of kernels whatever the parameter count) instead of one `isfinite` per parameter: a norm is
+  finite when every element is. The first bad parameter is only looked for, element by element, on the
+  rare step whose norm is not finite (which also tells a NaN or Inf from a norm beyond float32's range).
 - The persistent buffers are copied into storage kept from the first step (one fused copy, no allocation),
   and only when the module has any.
 - With one process there is no collective at all; with several, one all-reduce of two numbers.
@@ -46,11 +46,12 @@ from typing import Any, Literal
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from torch.distributed import ReduceOp
 
 from bigtrain.callbacks.checkpoints import checkpoint_folder
 from bigtrain.checkpoints.save import save_atomically
 from bigtrain.errors import UserError
-from bigtrain.torch_compat import copy_each_, max_abs_each, own_persistent_buffers
+from bigtrain.torch_compat import copy_each_, norms_float32, own_persistent_buffers
 
 Mode = Literal["skip", "stop", "off"]
 PREFIX = "nonfinite-step="
@@ -80,9 +81,16 @@ class NonFiniteGuard(Callback):
         self.max_skips = max_skips
         self.skipped = 0
         self._loss_bad: torch.Tensor | None = None
-        self._buffers: dict[str, torch.Tensor] = {}
+        self._start_fit(None)
+
+    def _start_fit(self, tracked: list[tuple[str, torch.Tensor]] | None) -> None:
+        # The buffers copied at every step; training updates them in place (BatchNorm), so they are the
+        # same tensors all fit long.
+        self._tracked = tracked
+        self._buffers: dict[str, torch.Tensor] = {}  # an earlier fit's copy may have other devices or shapes
+        # An earlier fit that stopped (or was interrupted) inside a step left the flag down: the first step
+        # of this fit must take its copy all the same.
         self._snapshot_due = True
-        self._tracked: list[tuple[str, torch.Tensor]] | None = None
 
     # State -------------------------------------------------------------------------------------------
 
@@ -91,18 +99,13 @@ class NonFiniteGuard(Callback):
         return {"skipped": self.skipped}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # noqa: D102
-        self.skipped = int(state_dict.get("skipped", 0))
+        self.skipped = int(state_dict["skipped"])
 
     # Checks ------------------------------------------------------------------------------------------
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Find the persistent buffers once (the module is placed and restored by now), not every step."""
-        # Training updates buffers in place (BatchNorm), so the same tensors are copied at every step.
-        self._tracked = persistent_buffers(pl_module) if self.mode != "off" else None
-        self._buffers = {}  # a snapshot of an earlier fit may have other devices or shapes
-        # An earlier fit that stopped (or was interrupted) inside a step left the flag down: the first step
-        # of this fit must take its copy all the same.
-        self._snapshot_due = True
+        self._start_fit(persistent_buffers(pl_module) if self.mode != "off" else None)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
         self._tracked = None
@@ -113,11 +116,11 @@ class NonFiniteGuard(Callback):
         if self.mode != "off" and self._snapshot_due:
             # Forward passes update running statistics (BatchNorm) before any check can run: a bad step's
             # are undone from this copy, taken at the first batch of each optimizer step.
-            self._snapshot(pl_module)
+            self._snapshot()
             self._snapshot_due = False
 
-    def _snapshot(self, pl_module: LightningModule) -> None:
-        buffers = dict(self._tracked if self._tracked is not None else persistent_buffers(pl_module))
+    def _snapshot(self) -> None:
+        buffers = dict(self._tracked)  # set by on_train_start whenever the mode is not off
         if not buffers:
             return
         if self._buffers.keys() != buffers.keys():  # the first step (or buffers that changed)
@@ -166,7 +169,7 @@ class NonFiniteGuard(Callback):
         local = torch.stack([loss_flag, grads_bad])
         if trainer.world_size > 1:
             # One all-reduce of two numbers: a bad loss or gradient on any rank (a shard, under FSDP2).
-            local = trainer.strategy.reduce(local, reduce_op="max")
+            local = trainer.strategy.reduce(local, reduce_op=ReduceOp.MAX)
         loss_any, grads_any = local.tolist()  # the one host read: the update below depends on it
         if loss_any > 0:
             return "loss"
@@ -175,8 +178,9 @@ class NonFiniteGuard(Callback):
         # A rare bad step: find the first culprit, the same on every rank.
         first = first_nonfinite(params).to(device=device, dtype=torch.float32)
         if trainer.world_size > 1:
-            first = -trainer.strategy.reduce(-first, reduce_op="max")
+            first = -trainer.strategy.reduce(-first, reduce_op=ReduceOp.MAX)
         index = int(first.item())
+        # No parameter at all: the norm overflowed float32 over finite values (beyond 1.8e19), not a NaN/Inf.
         return index if index < len(params) else None
 
     def _restore_buffers(self, pl_module: LightningModule) -> None:
@@ -194,8 +198,7 @@ class NonFiniteGuard(Callback):
             print(
                 f"bigtrain: warning: non-finite {culprit} at step {step}: step skipped "
                 f"({self.skipped} of at most {self.max_skips})",
-                file=sys.stderr,
-                flush=True,
+                file=sys.stderr,  # line-buffered: the line is out at once
             )
 
     def _stop(self, trainer: Trainer, step: int, culprit: str) -> None:
@@ -210,7 +213,7 @@ class NonFiniteGuard(Callback):
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         if self.mode == "skip":
-            pl_module.log("nonfinite_skipped", float(self.skipped), on_step=True, on_epoch=False)
+            pl_module.log("nonfinite_skipped", float(self.skipped))  # per step, the default in this hook
 
     # Saving ------------------------------------------------------------------------------------------
 
@@ -220,19 +223,22 @@ class NonFiniteGuard(Callback):
 
 
 def grads_nonfinite(params: list[torch.Tensor]) -> torch.Tensor:
-    """1 if any (local shard of a) gradient holds a NaN or Inf, else 0; a 0-d tensor, no host sync."""
-    # A rank's shard of a small parameter can be empty under FSDP: it holds nothing non-finite, and the
-    # max-abs norm of an empty tensor is undefined.
-    grads = [g for p in params if p.grad is not None and (g := _local(p.grad)).numel()]
+    """True if any (local shard of a) gradient's float32 norm is not finite, as it is when the gradient holds
+    a NaN or Inf; a 0-d tensor, no host sync."""
+    # A rank's shard of a small parameter can be empty under FSDP: its norm is 0.
+    grads = [_local(p.grad) for p in params if p.grad is not None]
     if not grads:
-        return torch.zeros(())
-    # A NaN or Inf anywhere in a gradient makes its max-abs norm non-finite; fused over all of them.
-    norms = max_abs_each(grads)
+        return torch.tensor(False)
+    # A NaN or Inf anywhere in a gradient makes its norm non-finite: one fused 2-norm over all of them,
+    # summed in float32, so finite half-precision values do not overflow it. (A max-abs norm cannot
+    # overflow at all, but costs 25x more on a CPU.) A float32 norm beyond 1.8e19 overflows too: the rare
+    # step it flags is settled by `first_nonfinite`, which looks at the elements.
+    norms = norms_float32(grads)
     try:
-        stacked = torch.stack(norms)  # promotes mixed dtypes
+        stacked = torch.stack(norms)
     except RuntimeError:  # gradients on several devices
         stacked = torch.stack([n.to(grads[0].device) for n in norms])
-    return (~torch.isfinite(stacked).all()).to(torch.int32)
+    return ~torch.isfinite(stacked).all()
 
 
 def first_nonfinite(params: list[torch.Tensor]) -> torch.Tensor:
@@ -266,10 +272,4 @@ def parameter_name(module: torch.nn.Module, param: torch.Tensor) -> str:
 
 def _local(tensor: torch.Tensor) -> torch.Tensor:
     # A DTensor (FSDP2, tensor parallel) is checked through this rank's shard; the ranks then agree.
-    return (
-        tensor
-        if type(tensor) is torch.Tensor
-        else tensor.to_local()
-        if hasattr(tensor, "to_local")
-        else tensor
-    )
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor

@@ -210,3 +210,22 @@ def test_a_guard_used_again_puts_back_the_buffers_of_the_next_fits_first_step(tm
         _fit(module, guard, tmp_path / "second")
     after = _state(module)
     assert [k for k in before if not torch.equal(before[k], after[k])] == []
+
+
+class _HugeGradient(Tiny):
+    """At step 2 the gradient of `second.weight` is finite but so large that its float32 2-norm overflows."""
+
+    def _poison_grad(self, grad: torch.Tensor) -> torch.Tensor:
+        return grad * 1e30 + 1e30 if self.trainer.global_step + 1 == 2 else grad
+
+
+@pytest.mark.parametrize("mode", ["stop", "skip"])
+def test_a_finite_gradient_whose_norm_overflows_is_not_called_non_finite(tmp_path, mode):
+    """The fused check sums squares in float32, which overflows beyond 1.8e19; the element check that follows
+    tells it from a NaN or Inf, so the step is taken (neither stopped nor skipped)."""
+    params = [nn.Parameter(torch.zeros(3))]
+    params[0].grad = torch.full((3,), 1e30)
+    assert bool(grads_nonfinite(params)) and int(first_nonfinite(params)) == 1
+    guard = NonFiniteGuard(mode)
+    trainer = _fit(_HugeGradient(set()), guard, tmp_path, steps=2)
+    assert trainer.global_step == 2 and guard.skipped == 0
