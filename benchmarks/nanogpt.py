@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -129,15 +130,25 @@ def plain(folder: Path, steps: int) -> None:
     RESULT["val_loss"] = full_val_loss(net, data)
 
 
-def measure(folder: Path, steps: int) -> dict[str, dict]:
-    """Both contenders at once, each pinned to its own core (one core: both on it); their results."""
+def measure(folder: Path, steps: int, rounds: int = 2) -> dict[str, list[dict]]:
+    """Both contenders at once, each pinned to its own core (one core: both on it), the cores swapped every
+    round; {contender: [result per round]}."""
+    results: dict[str, list[dict]] = {"plain": [], "bigtrain": []}
+    for r in range(rounds):
+        for name, result in _round(folder, steps, shift=r).items():
+            results[name].append(result)
+            print(f"nanoGPT round {r + 1}: {name} {result}", flush=True)
+    return results
+
+
+def _round(folder: Path, steps: int, shift: int) -> dict[str, dict]:
     cores = sorted(os.sched_getaffinity(0))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     with tempfile.TemporaryDirectory() as tmp:
         running = {}
         for i, name in enumerate(("plain", "bigtrain")):
-            core = {cores[i % len(cores)]}
+            core = {cores[(i + shift) % len(cores)]}
             cmd = [sys.executable, "-m", "benchmarks.nanogpt", "--one", name, "--steps", str(steps)]
             cmd += ["--shakespeare", str(folder), "--out", f"{tmp}/{name}.json"]
             running[name] = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
@@ -151,21 +162,31 @@ def measure(folder: Path, steps: int) -> dict[str, dict]:
         return {name: json.loads(Path(f"{tmp}/{name}.json").read_text()) for name in running}
 
 
-def table(results: dict[str, dict], steps: int) -> str:
-    """The markdown table: ms/step of each, bigtrain's ratio, and each full-validation loss."""
-    base = results["plain"]
+def table(results: dict[str, list[dict]], steps: int) -> str:
+    """The markdown table: per round, the ms/step of each, bigtrain's ratio, and each full-validation loss;
+    then bigtrain's ratio over the rounds (median)."""
+    rounds = len(results["plain"])
     lines = [
-        f"`{RECIPE}`, {steps} steps, both at once, each on its own core "
+        f"`{RECIPE}`, {steps} steps, both at once, each on its own core, the cores swapped every round "
         "(goals: bigtrain <= 1.02x the plain loop's ms/step; full-validation loss <= 1.90)",
         "",
-        "| run | CPU ms/step | vs plain | wall ms/step | vs plain | steps span (s) | full-validation loss |",
-        "|---|---|---|---|---|---|---|",
+        "| round | run | CPU ms/step | vs plain | wall ms/step | vs plain | steps span (s) | full-val loss |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for name, r in results.items():
-        lines.append(
-            f"| {name} | {r['cpu_ms']:.2f} | {r['cpu_ms'] / base['cpu_ms']:.3f}x | {r['step_ms']:.2f} "
-            f"| {r['step_ms'] / base['step_ms']:.3f}x | {r['span_s']:.1f} | {r['val_loss']:.4f} |"
-        )
+    for i in range(rounds):
+        base = results["plain"][i]
+        for name, runs in results.items():
+            r = runs[i]
+            lines.append(
+                f"| {i + 1} | {name} | {r['cpu_ms']:.2f} | {r['cpu_ms'] / base['cpu_ms']:.3f}x | "
+                f"{r['step_ms']:.2f} | {r['step_ms'] / base['step_ms']:.3f}x | {r['span_s']:.1f} | "
+                f"{r['val_loss']:.4f} |"
+            )
+    pairs = list(zip(results["plain"], results["bigtrain"], strict=True))
+    wall = statistics.median(b["step_ms"] / a["step_ms"] for a, b in pairs)
+    loss = statistics.median(b["val_loss"] for _, b in pairs)
+    lines += ["", f"bigtrain: {wall:.3f}x the plain loop's wall ms/step (median of {rounds} rounds), "
+              f"full-validation loss {loss:.4f}."]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -173,6 +194,7 @@ def main() -> None:
     """Run the protocol and print its table (or one contender, with --one)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--shakespeare", help="folder with Tiny Shakespeare's input.txt")
     parser.add_argument("--one", choices=["plain", "bigtrain"], help=argparse.SUPPRESS)
     parser.add_argument("--out", help="write the results here as JSON")
@@ -190,7 +212,7 @@ def main() -> None:
         span = {"span_s": clock.times[-1] - clock.times[0]}
         Path(args.out).write_text(json.dumps({**clock.result(), **span, **this.RESULT}))
         return
-    results = measure(folder, args.steps)
+    results = measure(folder, args.steps, args.rounds)
     print(table(results, args.steps))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))

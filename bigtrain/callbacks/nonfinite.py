@@ -40,6 +40,7 @@ What a step costs (the guard runs on every optimizer step, so it is kept to a fe
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -80,7 +81,7 @@ class NonFiniteGuard(Callback):
         self.mode = mode
         self.max_skips = max_skips
         self.skipped = 0
-        self._loss_bad: torch.Tensor | None = None
+        self._losses: list[torch.Tensor] = []  # this optimizer step's (detached) losses
         self._start_fit(None)
 
     def _start_fit(self, tracked: list[tuple[str, torch.Tensor]] | None) -> None:
@@ -134,19 +135,17 @@ class NonFiniteGuard(Callback):
     ) -> None:
         if self.mode == "off":
             return
-        # Kept as a tensor: no device sync until the one at the optimizer step.
-        bad = ~torch.isfinite(loss.detach()).all()
-        self._loss_bad = bad if self._loss_bad is None else self._loss_bad | bad
+        self._losses.append(loss.detach())  # checked with the gradients, at the optimizer step
 
     def on_before_optimizer_step(  # noqa: D102
         self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
         if self.mode == "off":
             return
-        loss_bad, self._loss_bad = self._loss_bad, None
+        losses, self._losses = self._losses, []
         params = [p for group in optimizer.param_groups for p in group["params"]]
         check_grads = getattr(trainer.precision_plugin, "scaler", None) is None
-        culprit = self._agree(trainer, loss_bad, params if check_grads else [])
+        culprit = self._agree(trainer, losses, params if check_grads else [])
         if culprit is None:
             self._snapshot_due = True
             return
@@ -160,27 +159,27 @@ class NonFiniteGuard(Callback):
         self._stop(trainer, step, culprit)
 
     def _agree(
-        self, trainer: Trainer, loss_bad: torch.Tensor | None, params: list[torch.Tensor]
+        self, trainer: Trainer, losses: list[torch.Tensor], params: list[torch.Tensor]
     ) -> int | str | None:
         """'loss', the index of the first parameter with a non-finite gradient, or None; rank-independent."""
         device = trainer.strategy.root_device
-        loss_flag = loss_bad.float().to(device) if loss_bad is not None else torch.zeros((), device=device)
-        grads_bad = grads_nonfinite(params).to(device=device, dtype=torch.float32)
-        local = torch.stack([loss_flag, grads_bad])
+        total = checksum(losses, params)
         if trainer.world_size > 1:
-            # One all-reduce of two numbers: a bad loss or gradient on any rank (a shard, under FSDP2).
+            # One all-reduce of one number: a sum is non-finite when a term is, on any rank (a shard, FSDP2).
+            total = trainer.strategy.reduce(total.to(device), reduce_op=ReduceOp.SUM)
+        if math.isfinite(total.item()):  # the one host read: the update below depends on it
+            return None
+        # A rare step: find the culprit, the same on every rank (or none: a sum of large finite values, beyond
+        # float32's range, overflows too).
+        loss_bad = any_nonfinite(losses).to(device=device, dtype=torch.float32)
+        first = first_nonfinite(params).to(device=device, dtype=torch.float32)
+        local = torch.stack([loss_bad, -first])
+        if trainer.world_size > 1:
             local = trainer.strategy.reduce(local, reduce_op=ReduceOp.MAX)
-        loss_any, grads_any = local.tolist()  # the one host read: the update below depends on it
+        loss_any, minus_first = local.tolist()
         if loss_any > 0:
             return "loss"
-        if grads_any == 0:
-            return None
-        # A rare bad step: find the first culprit, the same on every rank.
-        first = first_nonfinite(params).to(device=device, dtype=torch.float32)
-        if trainer.world_size > 1:
-            first = -trainer.strategy.reduce(-first, reduce_op=ReduceOp.MAX)
-        index = int(first.item())
-        # No parameter at all: the norm overflowed float32 over finite values (beyond 1.8e19), not a NaN/Inf.
+        index = int(-minus_first)
         return index if index < len(params) else None
 
     def _restore_buffers(self, pl_module: LightningModule) -> None:
@@ -222,23 +221,29 @@ class NonFiniteGuard(Callback):
         return save_atomically(trainer, checkpoint_folder(trainer) / f"{PREFIX}{step}.ckpt")
 
 
-def grads_nonfinite(params: list[torch.Tensor]) -> torch.Tensor:
-    """True if any (local shard of a) gradient's float32 norm is not finite, as it is when the gradient holds
-    a NaN or Inf; a 0-d tensor, no host sync."""
+def checksum(losses: list[torch.Tensor], params: list[torch.Tensor]) -> torch.Tensor:
+    """A number that is finite when every loss and every (local shard of a) gradient is; a 0-d tensor, no
+    host sync. It is not finite either when its float32 sum overflows over finite values (see `_agree`)."""
+    parts = [_local(loss).reshape(-1) for loss in losses]
     # A rank's shard of a small parameter can be empty under FSDP: its norm is 0.
     grads = [_local(p.grad) for p in params if p.grad is not None]
-    if not grads:
+    if grads:
+        # A NaN or Inf anywhere in a gradient makes its norm non-finite: one fused 2-norm over all of them,
+        # summed in float32, so finite half-precision values do not overflow it. (A max-abs norm cannot
+        # overflow at all, but costs 25x more on a CPU.)
+        norms = norms_float32(grads)
+        try:
+            parts.append(torch.stack(norms))
+        except RuntimeError:  # gradients on several devices
+            parts.append(torch.stack([n.to(grads[0].device) for n in norms]))
+    return torch.cat(parts).sum() if parts else torch.zeros(())  # cat promotes dtypes
+
+
+def any_nonfinite(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Whether any of the tensors holds a NaN or Inf; a 0-d tensor."""
+    if not tensors:
         return torch.tensor(False)
-    # A NaN or Inf anywhere in a gradient makes its norm non-finite: one fused 2-norm over all of them,
-    # summed in float32, so finite half-precision values do not overflow it. (A max-abs norm cannot
-    # overflow at all, but costs 25x more on a CPU.) A float32 norm beyond 1.8e19 overflows too: the rare
-    # step it flags is settled by `first_nonfinite`, which looks at the elements.
-    norms = norms_float32(grads)
-    try:
-        stacked = torch.stack(norms)
-    except RuntimeError:  # gradients on several devices
-        stacked = torch.stack([n.to(grads[0].device) for n in norms])
-    return ~torch.isfinite(stacked).all()
+    return torch.stack([~torch.isfinite(_local(t)).all() for t in tensors]).any()
 
 
 def first_nonfinite(params: list[torch.Tensor]) -> torch.Tensor:

@@ -62,7 +62,7 @@ def answer(rank: int, bad: Bad, seed: int) -> int | str | None:
     if grad_bad is not None:
         with torch.no_grad():
             params[grad_bad].grad.view(-1)[-1] = float("nan")
-    return guard._agree(trainer, guard._loss_bad, params)  # type: ignore[arg-type]
+    return guard._agree(trainer, guard._losses, params)  # type: ignore[arg-type]
 
 
 def answers(rank: int) -> dict[str, int | str | None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -15,8 +16,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from bigtrain.callbacks.nonfinite import (
     NonFiniteError,
     NonFiniteGuard,
+    checksum,
     first_nonfinite,
-    grads_nonfinite,
     persistent_buffers,
 )
 from bigtrain.checkpoints.load import load_checkpoint
@@ -253,21 +254,35 @@ def test_first_nonfinite_and_bad_settings():
         NonFiniteGuard("skip", max_skips=-1)
 
 
-def test_grads_nonfinite_flags_any_nan_or_inf_and_not_large_finite_half_values():
+def _finite(value: torch.Tensor) -> bool:
+    return math.isfinite(float(value))
+
+
+def test_checksum_is_not_finite_for_any_nan_or_inf_and_finite_for_large_finite_half_values():
     params = [nn.Parameter(torch.zeros(3, dtype=dtype)) for dtype in (torch.float16, torch.float32)]
-    assert int(grads_nonfinite(params)) == 0  # no gradients at all
-    params[0].grad = torch.full((3,), 60000.0, dtype=torch.float16)  # finite, but its 2-norm overflows
+    assert _finite(checksum([], params))  # no gradients at all
+    params[0].grad = torch.full((3,), 60000.0, dtype=torch.float16)  # finite, but its fp16 2-norm overflows
     params[1].grad = torch.ones(3)
-    assert int(grads_nonfinite(params)) == 0
+    assert _finite(checksum([], params))
     for bad in (float("nan"), float("inf"), float("-inf")):
         params[1].grad = torch.tensor([1.0, bad, 1.0])
-        assert int(grads_nonfinite(params)) == 1
+        assert not _finite(checksum([], params))
 
 
-def test_grads_nonfinite_takes_an_empty_shard():
+def test_checksum_covers_every_loss_of_the_step():
+    """With gradient accumulation a step has several losses: one bad one is enough."""
+    params = [nn.Parameter(torch.zeros(2))]
+    params[0].grad = torch.ones(2)
+    good, half = torch.tensor(2.0), torch.tensor(1.0, dtype=torch.bfloat16)
+    assert _finite(checksum([good, half], params))
+    assert not _finite(checksum([good, torch.tensor(float("nan")), half], params))
+    assert not _finite(checksum([torch.tensor(float("inf"))], []))  # the losses alone (fp16 GradScaler)
+
+
+def test_checksum_takes_an_empty_shard():
     """Under FSDP a rank's shard of a parameter smaller than the world is empty: nothing there is bad."""
     params = [nn.Parameter(torch.zeros(0)), nn.Parameter(torch.zeros(2))]
     params[0].grad, params[1].grad = torch.zeros(0), torch.ones(2)
-    assert int(grads_nonfinite(params)) == 0
+    assert _finite(checksum([], params))
     params[1].grad[0] = float("nan")
-    assert int(grads_nonfinite(params)) == 1
+    assert not _finite(checksum([], params))

@@ -91,4 +91,4 @@ def test_guard_off_leaves_no_collective_or_host_read_on_quiet_steps(tmp_path, ev
 
 def test_default_fit_reads_one_flag_per_step_and_no_collective(tmp_path, events):
     _fit(tmp_path)
-    assert _on_quiet_steps(events) == {"nonfinite._agree: tolist": len(QUIET_STEPS)}
+    assert _on_quiet_steps(events) == {"nonfinite._agree: item": len(QUIET_STEPS)}
