@@ -12,8 +12,8 @@ Both stop after one optimizer step. The figure is the process's age when that st
 imports, parsing, data set-up and any sanity validation included. Goal: bigtrain within 0.5 s of plain.
 
 Recipes sized for GPU clusters (the FSDP ones, 350M+ parameters) are left out: one step of them does not
-fit this machine's time. Tiny Shakespeare recipes read `--shakespeare DIR`, else
-`$BIGTRAIN_TEST_DATA/tinyshakespeare`, and are left out without it.
+fit this machine's time. Recipes on Tiny Shakespeare or the UCI digits read them from `--data DIR`, else
+`$BIGTRAIN_TEST_DATA` (`tinyshakespeare/input.txt`, `digits/digits.csv.gz`), and are left out without.
 """
 
 from __future__ import annotations
@@ -29,26 +29,46 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.contenders import process_age_s
-from benchmarks.nanogpt import shakespeare_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
 GOAL_S = 0.5
+SETUP = (
+    "Each recipe this machine can step (no FSDP-sized ones; Shakespeare and digits ones need local data): "
+    "`bigtrain fit --recipe R` against a plain Lightning script of the recipe's own module, data and trainer "
+    "settings (Lightning's defaults otherwise), one fresh process each, one thread. Start-up: the process's "
+    "age when the first optimizer step ends; median of the rounds. Goal: within 0.5 s of plain Lightning."
+)
 PLAIN_TRAINER_SKIP = {"callbacks", "logger", "plugins", "default_root_dir", "max_steps", "max_epochs"}
 """Trainer settings the plain script leaves at Lightning's defaults (bigtrain's own objects, or set here)."""
 
 
-def recipes(shakespeare: Path | None) -> list[str]:
-    """The packaged recipes one CPU step can run (no FSDP-sized ones; Shakespeare ones only with the text)."""
+LOCAL_DATA = {"shakespeare": "tinyshakespeare/input.txt", "digits": "digits/digits.csv.gz"}
+"""Recipes whose name holds the key read this file under the data folder."""
+
+
+def data_args(recipe: str, data: Path) -> list[str] | None:
+    """The overrides that point a recipe at the local copy of its data ([] for built-in data; None when the
+    copy is missing)."""
+    for key, file in LOCAL_DATA.items():
+        if key in recipe:
+            path = data / file
+            if not path.is_file():
+                return None
+            folder = path.parent if key == "shakespeare" else path
+            return ["--data.path", str(folder), "--data.download", "false"]
+    return []
+
+
+def default_data() -> Path:
+    """$BIGTRAIN_TEST_DATA, else the shared data folder beside the project."""
+    return Path(os.environ.get("BIGTRAIN_TEST_DATA", ROOT.parent / "shared" / "data"))
+
+
+def recipes(data: Path) -> list[str]:
+    """The packaged recipes one CPU step can run (no FSDP-sized ones) with their data at hand."""
     names = sorted(str(p.relative_to(RECIPES).with_suffix("")) for p in RECIPES.glob("*/*.yaml"))
-    return [n for n in names if "fsdp" not in n and (shakespeare or "shakespeare" not in n)]
-
-
-def data_args(recipe: str, shakespeare: Path | None) -> list[str]:
-    """The overrides that point a Tiny Shakespeare recipe at the local copy."""
-    if "shakespeare" not in recipe or shakespeare is None:
-        return []
-    return ["--data.path", str(shakespeare), "--data.download", "false"]
+    return [n for n in names if "fsdp" not in n and data_args(n, data) is not None]
 
 
 def _first_step_class():  # noqa: ANN202
@@ -129,19 +149,19 @@ def one_run(contender: str, recipe: str, extra: list[str], spec_file: str) -> fl
         return json.loads(Path(out).read_text())["startup_s"]
 
 
-def measure(names: list[str], rounds: int, shakespeare: Path | None) -> dict[str, dict[str, list[float]]]:
+def measure(names: list[str], rounds: int, data: Path) -> dict[str, dict[str, list[float]]]:
     """{recipe: {contender: [seconds per round]}}, the contenders' order swapped every round."""
     results: dict[str, dict[str, list[float]]] = {n: {"plain": [], "bigtrain": []} for n in names}
     with tempfile.TemporaryDirectory() as specs:
         files = {}
         for name in names:
             files[name] = f"{specs}/{name.replace('/', '_')}.json"
-            Path(files[name]).write_text(json.dumps(plain_spec(name, data_args(name, shakespeare))))
+            Path(files[name]).write_text(json.dumps(plain_spec(name, data_args(name, data))))
         for r in range(rounds):
             for name in names:
                 order = ("plain", "bigtrain") if r % 2 == 0 else ("bigtrain", "plain")
                 for contender in order:
-                    seconds = one_run(contender, name, data_args(name, shakespeare), files[name])
+                    seconds = one_run(contender, name, data_args(name, data), files[name])
                     results[name][contender].append(seconds)
                 print(f"round {r + 1}: {name} { {c: v[-1] for c, v in results[name].items()} }", flush=True)
     return results
@@ -165,15 +185,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("recipes", nargs="*")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--shakespeare", help="folder with Tiny Shakespeare's input.txt")
+    parser.add_argument("--data", help="folder with tinyshakespeare/ and digits/ (else $BIGTRAIN_TEST_DATA)")
     parser.add_argument("--plain", help=argparse.SUPPRESS)
     parser.add_argument("--probe-out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plain:
         plain(args.plain, args.probe_out)
         return
-    folder = shakespeare_dir(args.shakespeare)
-    results = measure(args.recipes or recipes(folder), args.rounds, folder)
+    data = Path(args.data) if args.data else default_data()
+    results = measure(args.recipes or recipes(data), args.rounds, data)
     print(table(results))
 
 
