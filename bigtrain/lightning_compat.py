@@ -169,15 +169,26 @@ def logs_this_batch(trainer: Trainer) -> bool:
     """Whether the loggers will write the train step metrics of the batch now running.
 
     Lightning decides it from the count of batches that stepped the optimizer (`_batches_that_stepped`,
-    the loggers' step) and skips the micro-batches that only accumulate; neither is public. Lightning also
-    logs when `should_stop` is set, which is left out here: a stop one rank sees first must not make that
-    rank alone enter a collective.
+    the loggers' step) and skips the micro-batches that only accumulate; neither is public. The run's last
+    batch counts too (Lightning logs it when `should_stop` is set, which is not read here: a stop one rank
+    sees first must not make that rank alone enter a collective).
     """
     every = trainer.log_every_n_steps
     loop = trainer.fit_loop
-    if not every or (trainer.lightning_module.automatic_optimization and loop._should_accumulate()):
+    automatic = trainer.lightning_module.automatic_optimization
+    if not every or (automatic and loop._should_accumulate()):
         return False
-    return (loop.epoch_loop._batches_that_stepped + 1) % every == 0
+    return (loop.epoch_loop._batches_that_stepped + 1) % every == 0 or _last_batch_of_run(trainer, automatic)
+
+
+def _last_batch_of_run(trainer: Trainer, automatic: bool) -> bool:
+    # The run's last batch, known alike on every rank (the step count, and the epoch's end, which the
+    # distributed sampler makes the same everywhere), so that its values are logged too.
+    steps_after = trainer.global_step + (1 if automatic else 0)  # manual optimization has stepped already
+    if 0 < trainer.max_steps <= steps_after:
+        return True
+    last_epoch = trainer.max_epochs is not None and 0 < trainer.max_epochs <= trainer.current_epoch + 1
+    return last_epoch and bool(trainer.is_last_batch)
 
 
 def skip_unused_batch_hooks(callbacks: Iterable[Callback]) -> None:

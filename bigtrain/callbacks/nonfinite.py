@@ -1,8 +1,8 @@
 """Non-finite guard: a NaN or Inf loss or gradient is caught at the step where it happens.
 
-Every backward pass records whether its loss was finite; just before each optimizer step (after backward,
-before the update, so the weights are still those of the previous step) the gradients of that optimizer's
-parameters are checked too, and all ranks agree through one small all-reduce. Then, by `mode`:
+Every backward pass keeps its loss; just before each optimizer step (after backward, before the update, so
+the weights are still those of the previous step) those losses and the gradients of that optimizer's
+parameters are checked, and all ranks agree through one small all-reduce. Then, by `mode`:
 
 - `stop` (default): save the last good state (weights, optimizer and loop state before the bad update) as
   `<checkpoints>/nonfinite-step=<k>.ckpt` and end the run with one line (exit status 2) naming step k and
@@ -25,14 +25,15 @@ would take `trainer.global_step` from k-1 to k.
 
 What a step costs (the guard runs on every optimizer step, so it is kept to a few kernels):
 
-- The gradients are checked by one fused norm over all of them (a float32 2-norm `_foreach_norm`, a
-  handful of kernels whatever the parameter count) instead of one `isfinite` per parameter: a norm is
-  finite when every element is. The first bad parameter is only looked for, element by element, on the
-  rare step whose norm is not finite (which also tells a NaN or Inf from a norm beyond float32's range).
+- A step is checked by one number: the sum of its losses and of one fused norm over all the gradients (a
+  float32 2-norm `_foreach_norm`, a handful of kernels whatever the parameter count), instead of one
+  `isfinite` per parameter: the sum is finite when every loss and gradient element is. The culprit is only
+  looked for, element by element, on the rare step whose sum is not finite (which also tells a NaN or Inf
+  from a sum beyond float32's range).
 - The persistent buffers are copied into storage kept from the first step (one fused copy, no allocation),
   and only when the module has any.
-- With one process there is no collective at all; with several, one all-reduce of two numbers.
-- One host read of a single flag per step remains in `stop`/`skip` mode. It cannot be deferred without
+- With one process there is no collective at all; with several, one all-reduce of that number.
+- One host read of that number per step remains in `stop`/`skip` mode. It cannot be deferred without
   changing what the modes promise: deciding whether step k's update happens (and saving the state before
   it) needs the answer before the optimizer runs, and the optimizers bigtrain builds (unfused AdamW/SGD)
   cannot skip a step on the device. `off` does no work and no read.
@@ -81,7 +82,6 @@ class NonFiniteGuard(Callback):
         self.mode = mode
         self.max_skips = max_skips
         self.skipped = 0
-        self._losses: list[torch.Tensor] = []  # this optimizer step's (detached) losses
         self._start_fit(None)
 
     def _start_fit(self, tracked: list[tuple[str, torch.Tensor]] | None) -> None:
@@ -92,6 +92,8 @@ class NonFiniteGuard(Callback):
         # An earlier fit that stopped (or was interrupted) inside a step left the flag down: the first step
         # of this fit must take its copy all the same.
         self._snapshot_due = True
+        self._losses: list[torch.Tensor] = []  # this optimizer step's (detached) losses; none left from a
+        # fit that stopped between a backward pass and its optimizer step
 
     # State -------------------------------------------------------------------------------------------
 

@@ -15,6 +15,8 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import RichProgressBar
 
+from bigtrain.models.train_metrics import current_metrics
+
 VAL_SUFFIXES = ("loss", "ppl", "acc", "psnr")
 """Validation metrics shown (by name suffix): LMs' val/loss and val/ppl, the CNN's val/acc, the AE's
 val/loss and val/psnr, the GAN's val/d_loss and val/g_loss."""
@@ -34,7 +36,7 @@ def val_metrics(trainer: Trainer) -> dict[str, float]:
 def train_losses(trainer: Trainer) -> dict[str, float]:
     """The training losses last logged: `train/loss` (the GAN: `train/d_loss`, `train/g_loss`)."""
     out = {}
-    for name, value in trainer.callback_metrics.items():
+    for name, value in current_metrics(trainer).items():
         if (
             name.startswith("train/")
             and name.endswith("loss")
@@ -131,7 +133,7 @@ class ProgressLog(Callback):
         step = trainer.global_step
         parts = [f"step {step}/{total}" if math.isfinite(total) else f"step {step}"]
         parts.append(f"epoch {trainer.current_epoch}")
-        loss = trainer.callback_metrics.get("train/loss")
+        loss = current_metrics(trainer).get("train/loss")
         if loss is not None:
             parts.append(f"loss {float(loss):.4g}")
         if trainer.optimizers:

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from bigtrain.models.train_metrics import current_metrics
+
 STEPS_FILE = "steps.json"
 WEIGHTS_FILE = "weights.safetensors"
 
@@ -23,7 +25,7 @@ def training_losses(trainer: Trainer, outputs: Any) -> dict[str, float]:
     values: dict[str, Any] = {}
     if isinstance(outputs, dict) and isinstance(outputs.get("loss"), torch.Tensor):
         values["loss"] = outputs["loss"]
-    for name, value in trainer.callback_metrics.items():
+    for name, value in current_metrics(trainer).items():
         if name.startswith("train/") and "loss" in name and not name.endswith("_epoch"):
             values[name.removesuffix("_step")] = value
     # float() of a float32 is exact, and JSON keeps every digit of a float.

@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from bigtrain.errors import UserError
 from bigtrain.files import write_json_atomic
+from bigtrain.models.train_metrics import current_metrics
 
 
 class RunDirectory(Callback):
@@ -61,7 +62,7 @@ class RunDirectory(Callback):
             return
         path = self.run_dir / "metrics.json"
         metrics = read_metrics(path)
-        metrics.update(scalar_metrics(trainer.callback_metrics))
+        metrics.update(scalar_metrics(current_metrics(trainer)))
         metrics["global_step"] = trainer.global_step
         metrics["epoch"] = trainer.current_epoch
         write_json_atomic(path, metrics)

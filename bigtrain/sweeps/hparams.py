@@ -9,6 +9,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from bigtrain.callbacks.run_dir import scalar_metrics
+from bigtrain.models.train_metrics import current_metrics
 
 FINAL_PREFIX = "final/"
 """HParams metrics are scalars of their own: `final/val/loss` leaves the `val/loss` curve as it was."""
@@ -22,7 +23,7 @@ class HParamsLog(Callback):
         self.params = params
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
-        metrics = scalar_metrics(trainer.callback_metrics)
+        metrics = scalar_metrics(current_metrics(trainer))
         final = {f"{FINAL_PREFIX}{name}": value for name, value in metrics.items()}
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger) and final:

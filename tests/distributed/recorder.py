@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from bigtrain.models.train_metrics import current_metrics
+
 
 class Record(Callback):
     """Records the training losses of every step and the final weights of the run."""
@@ -39,7 +41,7 @@ class Record(Callback):
                 module.register_forward_pre_hook(seen)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: D102
-        metrics = trainer.callback_metrics
+        metrics = current_metrics(trainer)
         names = sorted(k for k in metrics if k.startswith("train/") and k.endswith("loss"))
         if not names:
             names = sorted(k for k in metrics if k.startswith("train/") and k.endswith("loss_step"))

@@ -231,3 +231,12 @@ def test_a_finite_gradient_whose_norm_overflows_is_not_called_non_finite(tmp_pat
     guard = NonFiniteGuard(mode)
     trainer = _fit(_HugeGradient(set()), guard, tmp_path, steps=2)
     assert trainer.global_step == 2 and guard.skipped == 0
+
+
+def test_a_new_fit_forgets_a_loss_its_guard_kept_from_an_unfinished_step(tmp_path):
+    """A fit that stopped between a backward pass and its optimizer step leaves that loss with the guard:
+    the next fit's first step must not be judged by it."""
+    guard = NonFiniteGuard()
+    guard.on_before_backward(None, None, torch.tensor(float("nan")))  # type: ignore[arg-type]
+    trainer = _fit(Tiny(set()), guard, tmp_path, steps=2)
+    assert trainer.global_step == 2
