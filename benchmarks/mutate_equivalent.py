@@ -260,27 +260,30 @@ EQUIVALENT.update(
             )
             for n in (5, 6)
         },
-        **{
-            f"{_G}_agree__mutmut_{n}": (
-                "the gradients' flag kept as a bool beside the float32 loss flag: torch.stack promotes it to "
-                "float32 anyway"
-            )
-            for n in (13, 15)
-        },
         # The agreement between ranks: these change the reduction in ways that give the same answer.
-        _G + "_agree__mutmut_25": (
-            "the flags are 0 or 1: the strategies' default reduction (the mean) is > 0 exactly when max is "
-            "(the culprit index's reduction, where the mean would differ, is killed by the 2-rank test)"
+        _G + "_agree__mutmut_13": (
+            "the strategies' default reduction, the mean, is finite exactly when the sum is (and where the "
+            "sum overflows over finite values, the element check after it finds no culprit either way)"
         ),
         **{
             f"{_G}_agree__mutmut_{n}": (
-                "the culprit index kept as int64: reduced with max as well (gloo and NCCL both reduce "
-                "int64) and read with int() either way"
+                "the loss flag kept as a bool: stacked beside the float32 index, torch.stack promotes it to "
+                "float32 anyway"
             )
-            for n in (35, 37)
+            for n in (18, 20)
         },
-        _G + "_agree__mutmut_39": (
+        **{
+            f"{_G}_agree__mutmut_{n}": (
+                "the culprit index kept as int64: stacked beside the float32 loss flag, torch.stack promotes "
+                "it to float32 anyway"
+            )
+            for n in (24, 26)
+        },
+        _G + "_agree__mutmut_31": (
             "reducing on one rank too: the one-process strategies' reduce returns the tensor unchanged"
+        ),
+        _NF + "x_checksum__mutmut_4": (
+            "a loss reaches backward as a one-element tensor: reshape(1) and reshape(-1) give the same view"
         ),
     }
 )
@@ -290,13 +293,13 @@ _ONE_DEVICE = (
 )
 UNREACHED.update(
     {
-        **{f"{_G}_agree__mutmut_{n}": _ONE_DEVICE for n in (1, 5, 8, 10, 12, 14, 34, 36)},
+        **{f"{_G}_agree__mutmut_{n}": _ONE_DEVICE for n in (1, 14, 17, 19, 23, 25)},
         **{f"{_NF}x_first_nonfinite__mutmut_{n}": _ONE_DEVICE for n in (13, 15)},
         **{
-            f"{_NF}x_grads_nonfinite__mutmut_{n}": (
+            f"{_NF}x_checksum__mutmut_{n}": (
                 "the fallback for gradients on several devices: needs two devices (CUDA)"
             )
-            for n in (11, 12, 13, 14)
+            for n in (13, 14, 15, 16)
         },
     }
 )

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from bigtrain.callbacks.nonfinite import (
     NonFiniteError,
     NonFiniteGuard,
+    any_nonfinite,
     checksum,
     first_nonfinite,
     persistent_buffers,
@@ -286,3 +287,9 @@ def test_checksum_takes_an_empty_shard():
     assert _finite(checksum([], params))
     params[1].grad[0] = float("nan")
     assert not _finite(checksum([], params))
+
+
+def test_any_nonfinite_of_no_tensors_is_false():
+    assert not bool(any_nonfinite([]))
+    assert not bool(any_nonfinite([torch.tensor(1.0), torch.ones(3)]))
+    assert bool(any_nonfinite([torch.tensor(1.0), torch.tensor([1.0, float("nan")])]))
