@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +32,33 @@ NETS = {
 }
 BLOCK, LR, BETAS, WD, WARMUP, MIN_LR, CLIP = 64, 2e-3, (0.9, 0.99), 0.1, 40, 2e-4, 1.0
 """transformer/builtin-char's settings."""
+
+
+def bench_env() -> dict[str, str]:
+    """The environment of every benchmarked process: one thread, no warnings, this project importable."""
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
+    return env
+
+
+def run_pinned(commands: dict[str, list[str]], shift: int, what: str) -> None:
+    """Start the commands at once, each pinned to its own core (the cores rotated by `shift`), and wait for
+    all; on a machine with fewer cores than commands, one after the other. A failure ends the benchmark."""
+    cores = sorted(os.sched_getaffinity(0))
+    running = {}
+    for i, (name, cmd) in enumerate(commands.items()):
+        core = {cores[(i + shift) % len(cores)]}
+        running[name] = subprocess.Popen(  # noqa: S603 (our own interpreter and modules)
+            cmd, env=bench_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            preexec_fn=lambda core=core: os.sched_setaffinity(0, core),  # noqa: PLW1509
+        )  # fmt: skip
+        if len(cores) < len(commands):
+            running[name].wait()
+    for name, proc in running.items():
+        _, err = proc.communicate()
+        if proc.returncode:
+            raise SystemExit(f"{what}, {name} failed:\n{err[-3000:]}")
 
 
 def process_age_s() -> float:

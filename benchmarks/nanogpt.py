@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -142,24 +141,25 @@ def measure(folder: Path, steps: int, rounds: int = 2) -> dict[str, list[dict]]:
 
 
 def _round(folder: Path, steps: int, shift: int) -> dict[str, dict]:
-    cores = sorted(os.sched_getaffinity(0))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     with tempfile.TemporaryDirectory() as tmp:
-        running = {}
-        for i, name in enumerate(("plain", "bigtrain")):
-            core = {cores[(i + shift) % len(cores)]}
-            cmd = [sys.executable, "-m", "benchmarks.nanogpt", "--one", name, "--steps", str(steps)]
-            cmd += ["--shakespeare", str(folder), "--out", f"{tmp}/{name}.json"]
-            running[name] = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
-                cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                preexec_fn=lambda core=core: os.sched_setaffinity(0, core),  # noqa: PLW1509
-            )  # fmt: skip
-        for name, proc in running.items():
-            _, err = proc.communicate()
-            if proc.returncode:
-                raise SystemExit(f"nanoGPT protocol, {name} failed:\n{err[-3000:]}")
-        return {name: json.loads(Path(f"{tmp}/{name}.json").read_text()) for name in running}
+        commands = {
+            name: [
+                sys.executable,
+                "-m",
+                "benchmarks.nanogpt",
+                "--one",
+                name,
+                "--steps",
+                str(steps),
+                "--shakespeare",
+                str(folder),
+                "--out",
+                f"{tmp}/{name}.json",
+            ]  # fmt: skip
+            for name in ("plain", "bigtrain")
+        }
+        contenders.run_pinned(commands, shift, "nanoGPT protocol")
+        return {name: json.loads(Path(f"{tmp}/{name}.json").read_text()) for name in commands}
 
 
 def table(results: dict[str, list[dict]], steps: int) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -25,7 +24,7 @@ from pathlib import Path
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from benchmarks.contenders import process_age_s
+from benchmarks.contenders import bench_env, process_age_s
 
 WARMUP = 20
 """Steps left out of the step-time median."""
@@ -85,9 +84,7 @@ def local_state_bytes(module: LightningModule, optimizers: list) -> int:
 
 def one_run(extra: list[str], steps: int) -> dict[int, dict]:
     """One `bigtrain fit` run in a fresh process; {rank: its probe's result}."""
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
+    env = bench_env()
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "bigtrain", "fit", "--recipe", "transformer/builtin-char", *NET,
                "--data.batch_size", "8", "--trainer.accelerator", "cpu", "--trainer.max_steps", str(steps),

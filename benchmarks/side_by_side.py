@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.contenders import bench_env, run_pinned
+
 PAIRS = [
     ("fixed", ("lightning", "bigtrain"), 1200),
     ("fixed", ("raw",), 1200),
@@ -47,41 +49,34 @@ LABELS = {
 }
 
 
-def _env() -> dict[str, str]:
-    root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
-    return env
-
-
 def run_together(net: str, contenders: tuple[str, ...], steps: int, shift: int) -> dict[str, dict]:
     """Start the contenders at once, each pinned to its own core (the cores rotated by `shift`); their
     {"step_ms", "cpu_ms", "startup_s"}."""
-    cores = sorted(os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory() as tmp:
-        running = {}
-        for i, contender in enumerate(contenders):
-            core = {cores[(i + shift) % len(cores)]}
-            cmd = [sys.executable, "-m", "benchmarks.contenders", contender, "--net", net]
-            cmd += ["--steps", str(steps), "--out", f"{tmp}/{contender}.json"]
-            running[contender] = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
-                cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                preexec_fn=lambda core=core: os.sched_setaffinity(0, core),  # noqa: PLW1509
-            )  # fmt: skip
-            if len(cores) < len(contenders):
-                running[contender].wait()  # one core: one after the other
-        for contender, proc in running.items():
-            _, err = proc.communicate()
-            if proc.returncode:
-                raise SystemExit(f"{contender} --net {net} failed:\n{err[-3000:]}")
-        return {c: json.loads(Path(f"{tmp}/{c}.json").read_text()) for c in running}
+        commands = {
+            c: [
+                sys.executable,
+                "-m",
+                "benchmarks.contenders",
+                c,
+                "--net",
+                net,
+                "--steps",
+                str(steps),
+                "--out",
+                f"{tmp}/{c}.json",
+            ]  # fmt: skip
+            for c in contenders
+        }
+        run_pinned(commands, shift, f"--net {net}")
+        return {c: json.loads(Path(f"{tmp}/{c}.json").read_text()) for c in commands}
 
 
 def typo_seconds() -> float:
     """Wall time of `bigtrain fit --recipe cnn/glyps` (an unknown recipe) to its one-line error."""
     start = time.perf_counter()
     cmd = [sys.executable, "-m", "bigtrain", "fit", "--recipe", "cnn/glyps"]
-    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
+    done = subprocess.run(cmd, env=bench_env(), capture_output=True, text=True)
     assert done.returncode == 2, done.stderr
     return time.perf_counter() - start
 

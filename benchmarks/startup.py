@@ -28,7 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.contenders import process_age_s
+from benchmarks.contenders import bench_env, process_age_s
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
@@ -132,8 +132,7 @@ def plain(spec_file: str, out: str) -> None:
 
 def one_run(contender: str, recipe: str, extra: list[str], spec_file: str) -> float:
     """One fresh process; its age when the first step ended (s)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    env = bench_env()
     with tempfile.TemporaryDirectory() as tmp:
         out = f"{tmp}/startup.json"
         if contender == "plain":

@@ -61,3 +61,36 @@ def test_local_state_bytes_counts_parameters_and_optimizer_state():
     net(torch.randn(2, 10)).sum().backward()
     opt.step()  # exp_avg and exp_avg_sq per parameter, and a step count per tensor
     assert parallel.local_state_bytes(net, [opt]) == 3 * 110 * 4 + 2 * 4
+
+
+def test_pinned_runs_all_finish_and_a_failure_ends_the_benchmark():
+    import sys
+
+    from benchmarks.contenders import run_pinned
+
+    ok = [sys.executable, "-c", "import os; assert len(os.sched_getaffinity(0)) == 1"]
+    run_pinned({"a": ok, "b": ok}, shift=1, what="test")  # each on one core
+    with pytest.raises(SystemExit, match="test, b failed"):
+        run_pinned({"a": ok, "b": [sys.executable, "-c", "raise SystemExit(3)"]}, shift=0, what="test")
+
+
+def test_side_by_side_ratio_is_the_median_of_the_rounds_ratios():
+    from benchmarks.side_by_side import ratio
+
+    runs = {("recipe", "raw"): [{"step_ms": 10.0}, {"step_ms": 20.0}, {"step_ms": 10.0}],
+            ("recipe", "bigtrain"): [{"step_ms": 11.0}, {"step_ms": 20.0}, {"step_ms": 13.0}]}  # fmt: skip
+    assert ratio(runs, "recipe") == pytest.approx(1.1)  # ratios 1.1, 1.0, 1.3
+
+
+def test_startup_recipes_need_their_local_data(tmp_path):
+    from benchmarks.startup import data_args, recipes
+
+    assert data_args("cnn/glyphs", tmp_path) == []
+    assert data_args("cnn/digits", tmp_path) is None
+    (tmp_path / "digits").mkdir()
+    (tmp_path / "digits" / "digits.csv.gz").write_bytes(b"")
+    assert data_args("cnn/digits", tmp_path) == ["--data.path", str(tmp_path / "digits" / "digits.csv.gz"),
+                                                 "--data.download", "false"]  # fmt: skip
+    names = recipes(tmp_path)
+    assert "cnn/digits" in names and "cnn/glyphs" in names
+    assert not [n for n in names if "fsdp" in n or "shakespeare" in n]
